@@ -1,0 +1,247 @@
+//! Subcommands of the `decdec` binary. Each one is a thin layer over the library crates.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use decdec_model::generate::{generate, GenerateParams};
+use decdec_model::sampling::SamplingParams;
+use decdec_model::{ChatMessage, CpuEngine, Engine, LoadOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "decdec", version, about = "Quantized LLMs with dynamic error compensation (DecDEC)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Perplexity of a text file (non-overlapping chunks of --ctx tokens).
+    Ppl(PplArgs),
+    /// Show a model's architecture, dimensions, parameters and tensors.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// tokenizer.json to use instead of the one beside the model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Wrap the prompt in the model's chat template (as one user message).
+    #[arg(long)]
+    pub chat: bool,
+}
+
+#[derive(Args)]
+pub struct PplArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text file to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+    #[arg(long)]
+    pub max_chunks: Option<usize>,
+    /// Print one JSON object as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Model path.
+    pub model: PathBuf,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => cmd_generate(a),
+        Command::Ppl(a) => cmd_ppl(a),
+        Command::Inspect(a) => cmd_inspect(a),
+    }
+}
+
+fn init_threads(n: Option<usize>) -> Result<()> {
+    if let Some(n) = n {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the thread pool")?;
+    }
+    Ok(())
+}
+
+fn open_model(a: &ModelArgs) -> Result<decdec_model::LoadedModel> {
+    init_threads(a.threads)?;
+    decdec_model::open(
+        &a.model,
+        &LoadOptions {
+            tokenizer: a.tokenizer.clone(),
+        },
+    )
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid flag: {e}"))?;
+    if a.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let lm = open_model(&a.model)?;
+    let prompt_text = if a.chat {
+        lm.tokenizer
+            .apply_chat_template(&[ChatMessage::new("user", &a.prompt)], true)?
+    } else {
+        a.prompt.clone()
+    };
+    // Chat templates spell out their special tokens; plain prompts get the tokenizer's BOS rule.
+    let ids = lm.tokenizer.encode(&prompt_text, !a.chat)?;
+    let tokenizer = lm.tokenizer;
+    let mut engine = CpuEngine::new(Arc::new(lm.model), None);
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        sampling,
+        stop: Vec::new(),
+    };
+    let stdout = std::io::stdout();
+    if !a.chat {
+        print!("{}", a.prompt);
+    }
+    let out = generate(&mut engine, &tokenizer, &ids, &params, &mut |t| {
+        let mut lock = stdout.lock();
+        let _ = lock.write_all(t.as_bytes());
+        let _ = lock.flush();
+        true
+    })?;
+    println!();
+    eprintln!(
+        "[{}] prompt: {} tokens, {:.1} tokens/s | decode: {} tokens, {:.1} tokens/s | finish: {}",
+        engine.backend(),
+        out.prompt_tokens,
+        out.prompt_tps(),
+        out.completion_tokens(),
+        out.decode_tps(),
+        out.finish_reason.as_str()
+    );
+    Ok(())
+}
+
+fn cmd_ppl(a: PplArgs) -> Result<()> {
+    let text = decdec_model::ppl::read_text(&a.text).context("--text")?;
+    if a.max_chunks == Some(0) {
+        bail!("--max-chunks must be at least 1");
+    }
+    let lm = open_model(&a.model)?;
+    let tokenizer = lm.tokenizer;
+    let mut engine = CpuEngine::new(Arc::new(lm.model), Some(a.ctx));
+    let r = decdec_model::ppl::perplexity(&mut engine, &tokenizer, &text, a.ctx, a.max_chunks, true)?;
+    println!(
+        "ppl {:.4} | nll {:.5} | {} tokens scored in {} chunks of {} | {:.1} s",
+        r.ppl, r.nll_mean, r.tokens_scored, r.chunks, r.ctx, r.seconds
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<()> {
+    let lm = decdec_model::open(
+        &a.model,
+        &LoadOptions {
+            tokenizer: a.tokenizer.clone(),
+        },
+    )?;
+    let c = &lm.model.config;
+    let mut dtype_counts = std::collections::BTreeMap::<String, usize>::new();
+    for d in lm.dtypes.values() {
+        *dtype_counts.entry(d.clone()).or_default() += 1;
+    }
+    let info = serde_json::json!({
+        "path": lm.path.display().to_string(),
+        "source": format!("{:?}", lm.kind),
+        "architecture": c.family.name(),
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_layers": c.num_layers,
+        "num_heads": c.num_heads,
+        "num_kv_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab_size,
+        "max_position_embeddings": c.max_position_embeddings,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": format!("{:?}", c.rope_scaling),
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "parameters": lm.model.num_params(),
+        "tensor_dtypes": dtype_counts,
+        "tensors": lm.dtypes.len(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!("model        {}", lm.path.display());
+    println!("source       {:?}", lm.kind);
+    println!("architecture {}", c.family.name());
+    println!(
+        "dims         hidden {} | ffn {} | layers {} | heads {} (kv {}) x {} | vocab {}",
+        c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size
+    );
+    println!(
+        "rope         theta {} | scaling {:?} | max positions {}",
+        c.rope_theta, c.rope_scaling, c.max_position_embeddings
+    );
+    println!(
+        "parameters   {} ({:.1} M){}",
+        lm.model.num_params(),
+        lm.model.num_params() as f64 / 1e6,
+        if c.tie_word_embeddings { ", tied embeddings" } else { "" }
+    );
+    println!("tensors      {} ({:?})", lm.dtypes.len(), dtype_counts);
+    Ok(())
+}

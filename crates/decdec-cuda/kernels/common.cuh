@@ -1,0 +1,92 @@
+// Shared helpers of the decdec kernels. Compiled by NVRTC at run time (see src/compile.rs).
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// Activation dtype traits: f16 and bf16 kernels share one template body.
+template <typename T> struct Dt;
+template <> struct Dt<__half> {
+    static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+};
+template <> struct Dt<__nv_bfloat16> {
+    static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+};
+
+__device__ __forceinline__ u32 lop3_and_or(u32 a, u32 mask, u32 magic) {
+    u32 r;
+    // r = (a & mask) | magic, one LOP3 instruction.
+    asm volatile("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));
+    return r;
+}
+
+// Two-lane fused multiply-add in the activation dtype: r = a * b + c (one rounding).
+template <typename T> __device__ __forceinline__ u32 fma2(u32 a, u32 b, u32 c);
+template <> __device__ __forceinline__ u32 fma2<__half>(u32 a, u32 b, u32 c) {
+    u32 r;
+    asm volatile("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+template <> __device__ __forceinline__ u32 fma2<__nv_bfloat16>(u32 a, u32 b, u32 c) {
+    u32 r;
+    asm volatile("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+// Both lanes = v (small exact constants only).
+template <typename T> __device__ __forceinline__ u32 splat2(float v);
+template <> __device__ __forceinline__ u32 splat2<__half>(float v) {
+    __half h = __float2half_rn(v);
+    unsigned short b = __half_as_ushort(h);
+    return (u32)b | ((u32)b << 16);
+}
+template <> __device__ __forceinline__ u32 splat2<__nv_bfloat16>(float v) {
+    __nv_bfloat16 h = __float2bfloat16_rn(v);
+    unsigned short b = __bfloat16_as_ushort(h);
+    return (u32)b | ((u32)b << 16);
+}
+
+// D = A(16x16, row) * B(16x8, col) + C, f32 accumulation on the tensor cores.
+template <typename T>
+__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
+                                                        u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
+    // Weights are read exactly once per call: do not let them evict x or the KV cache from L1.
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}

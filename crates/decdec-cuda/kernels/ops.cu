@@ -1,0 +1,274 @@
+// Decoder-step kernels (everything but the quantized GEMV) and benchmark helpers.
+// The residual stream h is kept in f32; linear inputs/outputs and the KV cache are in the activation
+// dtype T. All reductions use a fixed order (no float atomics), so results are bit-reproducible.
+
+#define OPS_THREADS 256
+
+template <int NT> __device__ __forceinline__ float block_sum(float v, float* sh) {
+    v = warp_sum(v);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    float t = 0.f;
+    if (threadIdx.x < 32) {
+        t = (l < NT / 32) ? sh[l] : 0.f;
+        t = warp_sum(t);
+        if (l == 0) sh[0] = t;
+    }
+    __syncthreads();
+    return sh[0];
+}
+template <int NT> __device__ __forceinline__ float block_max(float v, float* sh) {
+    v = warp_max(v);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float t = (l < NT / 32) ? sh[l] : -INFINITY;
+        t = warp_max(t);
+        if (l == 0) sh[0] = t;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+// out = T(h * rsqrt(mean(h^2) + eps) * w); one block of 1024 threads.
+template <typename T> __device__ void rmsnorm(const float* h, const float* w, T* out, int d, float eps) {
+    __shared__ float sh[32];
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += 1024) ss = fmaf(h[i], h[i], ss);
+    ss = block_sum<1024>(ss, sh);
+    const float inv = 1.f / sqrtf(ss / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += 1024) out[i] = Dt<T>::from_f(h[i] * inv * w[i]);
+}
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_f16(const float* h, const float* w, __half* out, int d, float eps) { rmsnorm(h, w, out, d, eps); }
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_bf16(const float* h, const float* w, __nv_bfloat16* out, int d, float eps) { rmsnorm(h, w, out, d, eps); }
+
+// Rotary embedding (HF half-split) of q and k heads in place in the fused qkv output, and append
+// k, v of this position to the KV cache (layout [max_seq][n_kv][hd]). Block b < nh: q head b;
+// nh <= b < nh + nkv: k head; then v heads. pos is read from device memory (graph replays).
+template <typename T>
+__device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* pos_p, int nh, int nkv, int hd) {
+    const int pos = *pos_p;
+    const int b = blockIdx.x;
+    const int half = hd / 2;
+    const int qd = nh * hd, kd = nkv * hd;
+    if (b < nh + nkv) {
+        T* v = qkv + (b < nh ? b * hd : qd + (b - nh) * hd);
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            float ang = (float)pos * inv_freq[i];
+            float s, c;
+            sincosf(ang, &s, &c);
+            float x0 = Dt<T>::to_f(v[i]), x1 = Dt<T>::to_f(v[i + half]);
+            T o0 = Dt<T>::from_f(x0 * c - x1 * s);
+            T o1 = Dt<T>::from_f(x1 * c + x0 * s);
+            if (b < nh) {
+                v[i] = o0;
+                v[i + half] = o1;
+            } else {
+                T* dst = kc + ((size_t)pos * nkv + (b - nh)) * hd;
+                dst[i] = o0;
+                dst[i + half] = o1;
+            }
+        }
+    } else {
+        const int h = b - nh - nkv;
+        const T* src = qkv + qd + kd + h * hd;
+        T* dst = vc + ((size_t)pos * nkv + h) * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = src[i];
+    }
+}
+extern "C" __global__ void rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
+extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
+
+// Decode attention for one new token over positions 0..=pos, GQA (head h reads kv head h / (nh/nkv)).
+// One block per query head; scores in dynamic shared memory (max_seq floats).
+template <typename T>
+__device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, const int* pos_p, int nh, int nkv, int hd, float scale) {
+    extern __shared__ float sc[];
+    __shared__ float sh[32];
+    __shared__ float qs[256];
+    const int pos = *pos_p;
+    const int n = pos + 1;
+    const int h = blockIdx.x;
+    const int kvh = h / (nh / nkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
+    __syncthreads();
+    for (int j = warp; j < n; j += nw) {
+        const T* k = kc + ((size_t)j * nkv + kvh) * hd;
+        float s = 0.f;
+        for (int i = lane; i < hd; i += 32) s = fmaf(qs[i], Dt<T>::to_f(k[i]), s);
+        s = warp_sum(s);
+        if (lane == 0) sc[j] = s * scale;
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, sc[j]);
+    m = block_max<OPS_THREADS>(m, sh);
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float e = expf(sc[j] - m);
+        sc[j] = e;
+        sum += e;
+    }
+    sum = block_sum<OPS_THREADS>(sum, sh);
+    const float inv = 1.f / sum;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float acc = 0.f;
+        for (int j = 0; j < n; j++) acc = fmaf(sc[j], Dt<T>::to_f(vc[((size_t)j * nkv + kvh) * hd + i]), acc);
+        out[h * hd + i] = Dt<T>::from_f(acc * inv);
+    }
+}
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, const int* p, int nh, int nkv, int hd, float scale) { attn_decode(q, kc, vc, out, p, nh, nkv, hd, scale); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, const int* p, int nh, int nkv, int hd, float scale) { attn_decode(q, kc, vc, out, p, nh, nkv, hd, scale); }
+
+// out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
+template <typename T> __device__ void silu_mul(const T* gu, T* out, int f) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < f) {
+        float g = Dt<T>::to_f(gu[i]), u = Dt<T>::to_f(gu[f + i]);
+        out[i] = Dt<T>::from_f(g / (1.f + expf(-g)) * u);
+    }
+}
+extern "C" __global__ void silu_mul_f16(const __half* gu, __half* out, int f) { silu_mul(gu, out, f); }
+extern "C" __global__ void silu_mul_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, int f) { silu_mul(gu, out, f); }
+
+// h = f32(emb[token]); token read from device memory.
+template <typename T> __device__ void embed(const T* emb, const int* tok, float* h, int d) {
+    const size_t t = (size_t)(*tok);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < d; i += gridDim.x * blockDim.x) h[i] = Dt<T>::to_f(emb[t * d + i]);
+}
+extern "C" __global__ void embed_f16(const __half* e, const int* t, float* h, int d) { embed(e, t, h, d); }
+extern "C" __global__ void embed_bf16(const __nv_bfloat16* e, const int* t, float* h, int d) { embed(e, t, h, d); }
+
+// Dense GEMV (f16/bf16 weights [N][K] row-major, used for lm_head and the 16-bit baseline).
+// One warp per row, 16-byte loads, f32 accumulation, fixed-order warp reduction. K % 8 == 0.
+// out_mode as in gemv.cu: 0 T store, 1 f32 +=, 2 f32 store.
+template <typename T>
+__device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, void* y, int N, int K, int out_mode) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (row >= N) return;
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)row * K);
+    const uint4* xr = reinterpret_cast<const uint4*>(x);
+    const int nv = K / 8;
+    float acc = 0.f;
+    int i = lane;
+    for (; i + 96 < nv; i += 128) {
+        uint4 wv[4], xv[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) wv[u] = ldg_stream(wr + i + 32 * u);
+#pragma unroll
+        for (int u = 0; u < 4; u++) xv[u] = xr[i + 32 * u];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const T* a = reinterpret_cast<const T*>(&wv[u]);
+            const T* b = reinterpret_cast<const T*>(&xv[u]);
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc = fmaf(Dt<T>::to_f(a[e]), Dt<T>::to_f(b[e]), acc);
+        }
+    }
+    for (; i < nv; i += 32) {
+        uint4 wv = ldg_stream(wr + i), xv = xr[i];
+        const T* a = reinterpret_cast<const T*>(&wv);
+        const T* b = reinterpret_cast<const T*>(&xv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc = fmaf(Dt<T>::to_f(a[e]), Dt<T>::to_f(b[e]), acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+        if (out_mode == 0) reinterpret_cast<T*>(y)[row] = Dt<T>::from_f(acc);
+        else if (out_mode == 1) reinterpret_cast<float*>(y)[row] += acc;
+        else reinterpret_cast<float*>(y)[row] = acc;
+    }
+}
+extern "C" __global__ void __launch_bounds__(256) dense_gemv_f16(const __half* w, const __half* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
+extern "C" __global__ void __launch_bounds__(256) dense_gemv_bf16(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
+
+// argmax over f32 logits, lowest index wins ties; one block of 1024 threads.
+extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* v, int n, int* out) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += 1024) {
+        float x = v[i];
+        if (x > bv) { bv = x; bi = i; }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    if (l == 0) { sv[w] = bv; si[w] = bi; }
+    __syncthreads();
+    if (w == 0) {
+        bv = sv[l];
+        bi = si[l];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+        }
+        if (l == 0) *out = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark / synthetic-model helpers
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ u64 splitmix(u64 z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+// random 32-bit words (random codes in any packed layout)
+extern "C" __global__ void fill_random_u32(u32* p, u64 n, u64 seed) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
+        p[i] = (u32)splitmix(seed * 0x100000001B3ull + i);
+}
+// uniform floats in [lo, hi)
+extern "C" __global__ void fill_uniform_f32(float* p, u64 n, u64 seed, float lo, float hi) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        float u = (float)(splitmix(seed * 0x100000001B3ull + i) >> 40) * (1.f / 16777216.f);
+        p[i] = lo + (hi - lo) * u;
+    }
+}
+template <typename T> __device__ void fill_uniform_t(T* p, u64 n, u64 seed, float lo, float hi) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        float u = (float)(splitmix(seed * 0x100000001B3ull + i) >> 40) * (1.f / 16777216.f);
+        p[i] = Dt<T>::from_f(lo + (hi - lo) * u);
+    }
+}
+extern "C" __global__ void fill_uniform_f16(__half* p, u64 n, u64 seed, float lo, float hi) { fill_uniform_t(p, n, seed, lo, hi); }
+extern "C" __global__ void fill_uniform_bf16(__nv_bfloat16* p, u64 n, u64 seed, float lo, float hi) { fill_uniform_t(p, n, seed, lo, hi); }
+// random scale|zero words of the tiled uniform layout: scale in [lo, hi), zero in [0, 2^bits)
+extern "C" __global__ void fill_scale_zero(u32* p, u64 n, u64 seed, float lo, float hi, int bits) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        u64 r = splitmix(seed * 0x100000001B3ull + i);
+        float u = (float)(r >> 40) * (1.f / 16777216.f);
+        float s = lo + (hi - lo) * u;
+        p[i] = (__float_as_uint(s) & ~0xFu) | (u32)(r & ((1u << bits) - 1));
+    }
+}
+
+// Streaming copy (bandwidth probe): dst = src, 16-byte accesses.
+extern "C" __global__ void copy_u4(const uint4* src, uint4* dst, u64 n) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) dst[i] = src[i];
+}
+// Zero-copy read probe: every block reads 2 KB rows of mapped host memory; xor-reduced so nothing is elided.
+extern "C" __global__ void zero_copy_read(const uint4* src, u64 n, u32* sink) {
+    u32 acc = 0;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        uint4 v = src[i];
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x12345678u) *sink = acc;
+}

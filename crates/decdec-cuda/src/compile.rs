@@ -1,0 +1,191 @@
+//! Run-time compilation of the CUDA C++ kernels with NVRTC, cached on disk.
+//!
+//! The kernel sources are embedded in the binary (`include_str!`), so the crate builds without CUDA;
+//! on first use they are compiled for the device's exact arch (`sm_XY` cubin, no driver JIT) and the
+//! cubin is stored under `~/.cache/decdec/kernels/` keyed by a hash of source, options and NVRTC
+//! version.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::nvrtc::{result as nvrtc, sys as nsys};
+
+pub const COMMON: &str = include_str!("../kernels/common.cuh");
+
+/// (name, source) of every kernel file.
+pub const SOURCES: &[(&str, &str)] = &[("gemv", include_str!("../kernels/gemv.cu")), ("ops", include_str!("../kernels/ops.cu"))];
+
+/// Arches the CI compile test covers.
+pub const CI_ARCHES: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90"];
+
+pub fn source(name: &str) -> Result<String> {
+    let (_, src) = SOURCES.iter().find(|(n, _)| *n == name).ok_or_else(|| anyhow!("no kernel source {name}"))?;
+    Ok(format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}"))
+}
+
+/// Every `extern "C"` kernel defined in a source file (directly or through `GEMV_ENTRY(name, ...)`).
+pub fn kernel_names(name: &str) -> Vec<String> {
+    let src = SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or("");
+    let mut out = Vec::new();
+    for line in src.lines() {
+        let l = line.trim_start();
+        if let Some(rest) = l.strip_prefix("GEMV_ENTRY(") {
+            if let Some(n) = rest.split(',').next() {
+                out.push(n.trim().to_string());
+            }
+        }
+    }
+    // extern "C" kernels: the identifier before the first '(' after `void`
+    let flat: String = src.replace('\n', " ");
+    let mut rest = flat.as_str();
+    while let Some(i) = rest.find("extern \"C\" __global__") {
+        rest = &rest[i + 21..];
+        let mut scan = rest;
+        while let Some(p) = scan.find('(') {
+            let ident = scan[..p].split_whitespace().last().unwrap_or("");
+            if ident == "__launch_bounds__" {
+                // skip the launch bounds' own parenthesis
+                scan = &scan[p + 1..];
+                scan = scan.find(')').map(|q| &scan[q + 1..]).unwrap_or("");
+                continue;
+            }
+            if !ident.is_empty() && !ident.contains("NAME") {
+                out.push(ident.to_string());
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// Include directories for the CUDA headers NVRTC needs (`cuda_fp16.h`, `cuda_bf16.h`).
+/// `DECDEC_CUDA_INCLUDE` (':'-separated) wins; otherwise the usual toolkit locations.
+pub fn include_paths() -> Vec<String> {
+    if let Ok(v) = std::env::var("DECDEC_CUDA_INCLUDE") {
+        return v.split(':').filter(|s| !s.is_empty()).map(String::from).collect();
+    }
+    let mut roots = Vec::new();
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(v) = std::env::var(var) {
+            roots.push(PathBuf::from(v));
+        }
+    }
+    roots.push(PathBuf::from("/usr/local/cuda"));
+    let mut out = Vec::new();
+    for r in roots {
+        let inc = r.join("include");
+        if inc.join("cuda_fp16.h").exists() {
+            out.push(inc.to_string_lossy().into_owned());
+            let cccl = inc.join("cccl");
+            if cccl.exists() {
+                out.push(cccl.to_string_lossy().into_owned());
+            }
+            break;
+        }
+    }
+    out
+}
+
+pub fn nvrtc_available() -> bool {
+    unsafe { nsys::is_culib_present() }
+}
+
+fn options(arch: &str) -> Vec<String> {
+    let mut o = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string(), "-default-device".to_string()];
+    for p in include_paths() {
+        o.push(format!("--include-path={p}"));
+    }
+    o
+}
+
+/// Compile one source file to a cubin for `arch` (e.g. "sm_90").
+pub fn compile_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
+    if !nvrtc_available() {
+        bail!("libnvrtc was not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc` and add its lib dir to LD_LIBRARY_PATH)");
+    }
+    let src = source(name)?;
+    let prog = nvrtc::create_program(&std::ffi::CString::new(src)?, Some(&std::ffi::CString::new(format!("{name}.cu"))?))
+        .map_err(|e| anyhow!("nvrtcCreateProgram: {e:?}"))?;
+    let opts = options(arch);
+    let res = unsafe { nvrtc::compile_program(prog, &opts) };
+    let log = unsafe { nvrtc::get_program_log(prog) }
+        .map(|l| unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Err(e) = res {
+        unsafe {
+            let _ = nvrtc::destroy_program(prog);
+        }
+        bail!("NVRTC failed to compile {name}.cu for {arch} ({e:?}) with {opts:?}:\n{log}");
+    }
+    let mut size = 0usize;
+    let cubin = unsafe {
+        let r = nsys::nvrtcGetCUBINSize(prog, &mut size);
+        if r != nsys::nvrtcResult::NVRTC_SUCCESS {
+            let _ = nvrtc::destroy_program(prog);
+            bail!("nvrtcGetCUBINSize: {r:?}");
+        }
+        let mut buf = vec![0u8; size];
+        let r = nsys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut _);
+        let _ = nvrtc::destroy_program(prog);
+        if r != nsys::nvrtcResult::NVRTC_SUCCESS {
+            bail!("nvrtcGetCUBIN: {r:?}");
+        }
+        buf
+    };
+    Ok(cubin)
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf29ce484222325u64;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn nvrtc_version() -> (i32, i32) {
+    let (mut a, mut b) = (0, 0);
+    unsafe {
+        let _ = nsys::nvrtcVersion(&mut a, &mut b);
+    }
+    (a, b)
+}
+
+pub fn cache_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("DECDEC_CACHE_DIR") {
+        return PathBuf::from(d).join("kernels");
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|_| std::env::temp_dir());
+    base.join("decdec").join("kernels")
+}
+
+/// The cubin of `name` for `arch`, from the disk cache or freshly compiled (and then cached).
+pub fn cached_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
+    let src = source(name)?;
+    let (ma, mi) = nvrtc_version();
+    let key = fnv1a(&[src.as_bytes(), options(arch).join(" ").as_bytes(), format!("{ma}.{mi}").as_bytes()]);
+    let dir = cache_dir();
+    let path = dir.join(format!("{name}-{arch}-{key:016x}.cubin"));
+    if let Ok(b) = std::fs::read(&path) {
+        if !b.is_empty() {
+            return Ok(b);
+        }
+    }
+    let cubin = compile_cubin(name, arch)?;
+    // Best effort: a read-only cache directory only costs a recompile next time.
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let tmp = dir.join(format!(".{name}-{arch}-{key:016x}.{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, &cubin).is_ok() {
+            let _ = std::fs::rename(&tmp, &path).context("cache rename");
+        }
+    }
+    Ok(cubin)
+}

@@ -1,0 +1,476 @@
+//! Thin layer over the CUDA driver API (through cudarc's dynamically loaded bindings): one context,
+//! raw device buffers, mapped pinned host buffers, kernel launches, events and CUDA graphs.
+//!
+//! Raw pointers rather than cudarc's tracked slices: the decode step is captured once as a CUDA graph
+//! and replayed, so buffers must have stable addresses and no implicit event bookkeeping.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{sys, CudaContext, CudaModule};
+
+use crate::compile;
+
+/// Turn a driver result code into an error naming the call.
+pub fn ck(r: sys::CUresult, what: &str) -> Result<()> {
+    if r == sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(anyhow!("CUDA error {:?} in {}", r, what))
+    }
+}
+
+/// Activation dtype of the GPU kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Dtype {
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+    /// Round an f32 to this dtype and return its bits.
+    pub fn to_bits(self, v: f32) -> u16 {
+        match self {
+            Dtype::F16 => half::f16::from_f32(v).to_bits(),
+            Dtype::Bf16 => half::bf16::from_f32(v).to_bits(),
+        }
+    }
+    pub fn from_bits(self, b: u16) -> f32 {
+        match self {
+            Dtype::F16 => half::f16::from_bits(b).to_f32(),
+            Dtype::Bf16 => half::bf16::from_bits(b).to_f32(),
+        }
+    }
+    /// Round-trip through the dtype.
+    pub fn round(self, v: f32) -> f32 {
+        self.from_bits(self.to_bits(v))
+    }
+}
+
+/// A device allocation (freed on drop).
+pub struct DevBuf {
+    pub ptr: sys::CUdeviceptr,
+    pub bytes: usize,
+}
+
+impl DevBuf {
+    pub fn raw(&self) -> u64 {
+        self.ptr
+    }
+    /// Byte offset view (raw pointer arithmetic for sub-buffers).
+    pub fn at(&self, byte_off: usize) -> u64 {
+        debug_assert!(byte_off <= self.bytes);
+        self.ptr + byte_off as u64
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        if self.ptr != 0 {
+            unsafe {
+                let _ = sys::cuMemFree_v2(self.ptr);
+            }
+        }
+    }
+}
+
+/// Page-locked host memory mapped into the device address space (`cuMemHostAlloc(DEVICEMAP |
+/// PORTABLE)`): kernels read it directly over PCIe (zero-copy).
+pub struct HostMapped {
+    pub host: *mut u8,
+    pub dev: sys::CUdeviceptr,
+    pub bytes: usize,
+}
+
+// SAFETY: the allocation is owned by this value and only accessed through it.
+unsafe impl Send for HostMapped {}
+unsafe impl Sync for HostMapped {}
+
+impl HostMapped {
+    pub fn as_mut_slice<T: bytemuck::Pod>(&mut self) -> &mut [T] {
+        // SAFETY: the allocation is `bytes` long, page aligned and owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.host as *mut T, self.bytes / std::mem::size_of::<T>()) }
+    }
+}
+
+impl Drop for HostMapped {
+    fn drop(&mut self) {
+        if !self.host.is_null() {
+            unsafe {
+                let _ = sys::cuMemFreeHost(self.host as *mut c_void);
+            }
+        }
+    }
+}
+
+/// Kernel arguments: pointers to each argument value, in order.
+#[macro_export]
+macro_rules! kargs {
+    ($($a:expr),* $(,)?) => {
+        &mut [$( $a as *const _ as *mut ::std::ffi::c_void ),*]
+    };
+}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    /// Main stream (non-blocking) for everything, and a second one for fork/join variants.
+    pub stream: sys::CUstream,
+    pub stream2: sys::CUstream,
+    pub name: String,
+    pub cc: (i32, i32),
+    pub sms: i32,
+    pub l2_bytes: i32,
+    pub total_mem: usize,
+    _modules: Vec<Arc<CudaModule>>,
+    funcs: HashMap<String, sys::CUfunction>,
+    pub cublas: Option<cudarc::cublas::sys::cublasHandle_t>,
+    ev_fork: sys::CUevent,
+    ev_join: sys::CUevent,
+}
+
+impl Gpu {
+    /// Open device 0, compile (or load from the disk cache) every kernel for its arch.
+    pub fn new() -> Result<Gpu> {
+        if !unsafe { sys::is_culib_present() } {
+            bail!("the CUDA driver library (libcuda.so) was not found: no GPU on this machine?");
+        }
+        let ctx = CudaContext::new(0).map_err(|e| anyhow!("cannot open CUDA device 0: {e:?}"))?;
+        let name = ctx.name().map_err(|e| anyhow!("{e:?}"))?;
+        let cc = ctx.compute_capability().map_err(|e| anyhow!("{e:?}"))?;
+        if cc.0 < 8 {
+            bail!("GPU {name} has compute capability {}.{}; decdec needs sm_80 or newer (bf16 + mma)", cc.0, cc.1);
+        }
+        let attr = |a| ctx.attribute(a).map_err(|e| anyhow!("{e:?}"));
+        let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let l2_bytes = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
+        let total_mem = ctx.total_mem().map_err(|e| anyhow!("{e:?}"))?;
+        let arch = format!("sm_{}{}", cc.0, cc.1);
+        let mut modules = Vec::new();
+        let mut funcs = HashMap::new();
+        for (src_name, _) in compile::SOURCES {
+            let cubin = compile::cached_cubin(src_name, &arch)?;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                .map_err(|e| anyhow!("loading kernels '{src_name}' for {arch}: {e:?}"))?;
+            for f in compile::kernel_names(src_name) {
+                let func = module
+                    .load_function(&f)
+                    .map_err(|e| anyhow!("kernel {f} missing from '{src_name}': {e:?}"))?;
+                funcs.insert(f.clone(), func.cu_function());
+            }
+            modules.push(module);
+        }
+        let mut stream = std::ptr::null_mut();
+        let mut stream2 = std::ptr::null_mut();
+        let flags = sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32;
+        unsafe {
+            ck(sys::cuStreamCreate(&mut stream, flags), "cuStreamCreate")?;
+            ck(sys::cuStreamCreate(&mut stream2, flags), "cuStreamCreate")?;
+        }
+        let mut ev_fork = std::ptr::null_mut();
+        let mut ev_join = std::ptr::null_mut();
+        let ef = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32;
+        unsafe {
+            ck(sys::cuEventCreate(&mut ev_fork, ef), "cuEventCreate")?;
+            ck(sys::cuEventCreate(&mut ev_join, ef), "cuEventCreate")?;
+        }
+        let cublas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            let h = cudarc::cublas::result::create_handle().map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
+            unsafe {
+                cudarc::cublas::result::set_stream(h, stream as _).map_err(|e| anyhow!("cublasSetStream: {e:?}"))?;
+            }
+            Some(h)
+        } else {
+            None
+        };
+        Ok(Gpu {
+            ctx,
+            stream,
+            stream2,
+            name,
+            cc,
+            sms,
+            l2_bytes,
+            total_mem,
+            _modules: modules,
+            funcs,
+            cublas,
+            ev_fork,
+            ev_join,
+        })
+    }
+
+    pub fn func(&self, name: &str) -> Result<sys::CUfunction> {
+        self.funcs.get(name).copied().ok_or_else(|| anyhow!("no kernel named {name}"))
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<DevBuf> {
+        let mut ptr = 0;
+        unsafe { ck(sys::cuMemAlloc_v2(&mut ptr, bytes.max(4)), &format!("cuMemAlloc({bytes} bytes)"))? };
+        Ok(DevBuf { ptr, bytes })
+    }
+
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DevBuf> {
+        let b = self.alloc(bytes)?;
+        self.memset(&b, 0)?;
+        Ok(b)
+    }
+
+    pub fn memset(&self, b: &DevBuf, byte: u8) -> Result<()> {
+        unsafe { ck(sys::cuMemsetD8Async(b.ptr, byte, b.bytes, self.stream), "cuMemsetD8")? };
+        Ok(())
+    }
+
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DevBuf> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let b = self.alloc(bytes.len())?;
+        self.write(&b, 0, data)?;
+        Ok(b)
+    }
+
+    /// Synchronous host-to-device copy at a byte offset.
+    pub fn write<T: bytemuck::Pod>(&self, b: &DevBuf, byte_off: usize, data: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if byte_off + bytes.len() > b.bytes {
+            bail!("write of {} bytes at {} overflows a {}-byte buffer", bytes.len(), byte_off, b.bytes);
+        }
+        self.sync()?;
+        unsafe {
+            ck(
+                sys::cuMemcpyHtoD_v2(b.ptr + byte_off as u64, bytes.as_ptr() as *const c_void, bytes.len()),
+                "cuMemcpyHtoD",
+            )?
+        };
+        Ok(())
+    }
+
+    /// Synchronous device-to-host copy of `n` elements from a raw device address.
+    pub fn read_raw<T: bytemuck::Pod + Default + Clone>(&self, ptr: u64, n: usize) -> Result<Vec<T>> {
+        self.sync()?;
+        let mut out = vec![T::default(); n];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        unsafe { ck(sys::cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, ptr, bytes.len()), "cuMemcpyDtoH")? };
+        Ok(out)
+    }
+
+    pub fn read<T: bytemuck::Pod + Default + Clone>(&self, b: &DevBuf) -> Result<Vec<T>> {
+        self.read_raw(b.ptr, b.bytes / std::mem::size_of::<T>())
+    }
+
+    pub fn host_mapped(&self, bytes: usize) -> Result<HostMapped> {
+        let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
+        let mut host: *mut c_void = std::ptr::null_mut();
+        unsafe {
+            ck(sys::cuMemHostAlloc(&mut host, bytes.max(16), flags), &format!("cuMemHostAlloc({bytes} bytes)"))?;
+        }
+        let mut dev = 0;
+        unsafe { ck(sys::cuMemHostGetDevicePointer_v2(&mut dev, host, 0), "cuMemHostGetDevicePointer")? };
+        Ok(HostMapped { host: host as *mut u8, dev, bytes })
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        unsafe {
+            ck(sys::cuStreamSynchronize(self.stream), "cuStreamSynchronize")?;
+            ck(sys::cuStreamSynchronize(self.stream2), "cuStreamSynchronize")?;
+        }
+        Ok(())
+    }
+
+    /// Launch `name` on `stream`.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameter list in order and layout.
+    pub unsafe fn launch_on(
+        &self,
+        stream: sys::CUstream,
+        name: &str,
+        grid: u32,
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        let f = self.func(name)?;
+        if smem > 48 * 1024 {
+            ck(
+                sys::cuFuncSetAttribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                ),
+                "cuFuncSetAttribute",
+            )?;
+        }
+        ck(
+            sys::cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, stream, args.as_mut_ptr(), std::ptr::null_mut()),
+            &format!("launch {name} grid {grid} block {block} smem {smem}"),
+        )
+    }
+
+    /// # Safety
+    /// As [`Gpu::launch_on`].
+    pub unsafe fn launch(&self, name: &str, grid: u32, block: u32, smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+        self.launch_on(self.stream, name, grid, block, smem, args)
+    }
+
+    /// # Safety
+    /// As [`Gpu::launch_on`]; all blocks must fit on the device at once.
+    pub unsafe fn launch_cooperative_on(
+        &self,
+        stream: sys::CUstream,
+        name: &str,
+        grid: u32,
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        let f = self.func(name)?;
+        ck(
+            sys::cuLaunchCooperativeKernel(f, grid, 1, 1, block, 1, 1, smem, stream, args.as_mut_ptr()),
+            &format!("cooperative launch {name} grid {grid}"),
+        )
+    }
+
+    /// Make `stream2` wait for the work queued so far on the main stream.
+    pub fn fork(&self) -> Result<()> {
+        unsafe {
+            ck(sys::cuEventRecord(self.ev_fork, self.stream), "cuEventRecord")?;
+            ck(sys::cuStreamWaitEvent(self.stream2, self.ev_fork, 0), "cuStreamWaitEvent")?;
+        }
+        Ok(())
+    }
+
+    /// Make the main stream wait for the work queued on `stream2`.
+    pub fn join(&self) -> Result<()> {
+        unsafe {
+            ck(sys::cuEventRecord(self.ev_join, self.stream2), "cuEventRecord")?;
+            ck(sys::cuStreamWaitEvent(self.stream, self.ev_join, 0), "cuStreamWaitEvent")?;
+        }
+        Ok(())
+    }
+
+    /// Check for asynchronous kernel faults.
+    pub fn check(&self) -> Result<()> {
+        self.sync().context("a kernel failed")
+    }
+
+    /// Capture everything `f` queues on the main stream (and streams forked from it) as a graph.
+    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        unsafe {
+            ck(
+                sys::cuStreamBeginCapture_v2(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED),
+                "cuStreamBeginCapture",
+            )?;
+        }
+        let r = f();
+        let mut graph = std::ptr::null_mut();
+        let end = unsafe { sys::cuStreamEndCapture(self.stream, &mut graph) };
+        r?;
+        ck(end, "cuStreamEndCapture")?;
+        let mut exec = std::ptr::null_mut();
+        unsafe { ck(sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0), "cuGraphInstantiate")? };
+        Ok(Graph { graph, exec })
+    }
+
+    pub fn replay(&self, g: &Graph) -> Result<()> {
+        unsafe { ck(sys::cuGraphLaunch(g.exec, self.stream), "cuGraphLaunch") }
+    }
+
+    pub fn event(&self) -> Result<Event> {
+        let mut e = std::ptr::null_mut();
+        unsafe { ck(sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as u32), "cuEventCreate")? };
+        Ok(Event(e))
+    }
+
+    pub fn record(&self, e: &Event) -> Result<()> {
+        unsafe { ck(sys::cuEventRecord(e.0, self.stream), "cuEventRecord") }
+    }
+
+    /// Milliseconds between two recorded events (synchronizes on `end`).
+    pub fn elapsed_ms(&self, start: &Event, end: &Event) -> Result<f32> {
+        let mut ms = 0f32;
+        unsafe {
+            ck(sys::cuEventSynchronize(end.0), "cuEventSynchronize")?;
+            ck(sys::cuEventElapsedTime_v2(&mut ms, start.0, end.0), "cuEventElapsedTime")?;
+        }
+        Ok(ms)
+    }
+
+    /// Median microseconds of `reps` runs of `f` (one run = whatever `f` queues), after `warm` runs.
+    pub fn time_us(&self, warm: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+        let (a, b) = (self.event()?, self.event()?);
+        for _ in 0..warm {
+            f()?;
+        }
+        self.sync()?;
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            self.record(&a)?;
+            f()?;
+            self.record(&b)?;
+            v.push(self.elapsed_ms(&a, &b)? as f64 * 1000.0);
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        unsafe {
+            let _ = sys::cuStreamSynchronize(self.stream);
+            let _ = sys::cuStreamSynchronize(self.stream2);
+            if let Some(h) = self.cublas.take() {
+                let _ = cudarc::cublas::result::destroy_handle(h);
+            }
+            let _ = sys::cuEventDestroy_v2(self.ev_fork);
+            let _ = sys::cuEventDestroy_v2(self.ev_join);
+            let _ = sys::cuStreamDestroy_v2(self.stream);
+            let _ = sys::cuStreamDestroy_v2(self.stream2);
+        }
+    }
+}
+
+pub struct Event(sys::CUevent);
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        unsafe {
+            let _ = sys::cuEventDestroy_v2(self.0);
+        }
+    }
+}
+
+pub struct Graph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        unsafe {
+            let _ = sys::cuGraphExecDestroy(self.exec);
+            let _ = sys::cuGraphDestroy(self.graph);
+        }
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        0.5 * (s[m - 1] + s[m])
+    }
+}

@@ -1,0 +1,91 @@
+//! Opening a model path: a Hugging Face directory, a GGUF file, or a decdec quantized directory.
+
+use crate::config::ModelConfig;
+use crate::model::Model;
+use crate::tensors::{self, TensorMap};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Explicit tokenizer.json (otherwise: beside the model).
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// What kind of thing a model path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    HuggingFace,
+    Gguf,
+    Quantized,
+}
+
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    /// Source dtype per tensor.
+    pub dtypes: std::collections::BTreeMap<String, String>,
+}
+
+fn find_tokenizer(path: &Path, opts: &LoadOptions) -> PathBuf {
+    if let Some(t) = &opts.tokenizer {
+        return t.clone();
+    }
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    dir.join("tokenizer.json")
+}
+
+/// Open a model. Errors name the file, tensor or field at fault.
+pub fn open(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    if !path.exists() {
+        bail!("model path {} does not exist", path.display());
+    }
+    let (config, map, kind) = if path.is_dir() {
+        let cfg_path = path.join("config.json");
+        let config = ModelConfig::from_file(&cfg_path)?;
+        let files = tensors::safetensors_files(path)?;
+        let map = tensors::load_safetensors(&files)?;
+        (config, map, SourceKind::HuggingFace)
+    } else if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+        let (config, map) = load_gguf(path)?;
+        (config, map, SourceKind::Gguf)
+    } else {
+        bail!(
+            "{}: not a model directory (config.json + *.safetensors) or a .gguf file",
+            path.display()
+        );
+    };
+    let tok_path = find_tokenizer(path, opts);
+    let mut tokenizer = Tokenizer::from_file(&tok_path)?;
+    tokenizer.add_eos_ids(&config.eos_token_ids);
+    let dtypes = map.dtypes.clone();
+    let model = Model::from_tensors(config, map)
+        .with_context(|| format!("cannot build the model from {}", path.display()))?;
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        bail!(
+            "tokenizer {} has {} tokens but the model's vocabulary is {}",
+            tok_path.display(),
+            tokenizer.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        path: path.to_path_buf(),
+        kind,
+        dtypes,
+    })
+}
+
+fn load_gguf(path: &Path) -> Result<(ModelConfig, TensorMap)> {
+    let _ = path;
+    bail!("GGUF loading is not wired yet")
+}
