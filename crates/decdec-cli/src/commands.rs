@@ -37,6 +37,34 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Error compensation budget: salient channels per 1024 input channels, one value for all
+    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
+    #[arg(long, value_parser = parse_k_chunk)]
+    pub k_chunk: Option<[usize; 4]>,
+    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
+    #[arg(long, default_value = "bucket")]
+    pub select: decdec_core::selection::SelectMethod,
+}
+
+/// `8` or `4,4,8,8` (qkv, o, gate-up, down).
+pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let vals: Vec<usize> = parts
+        .iter()
+        .map(|p| {
+            p.parse::<usize>()
+                .map_err(|_| format!("'{p}' is not a non-negative integer"))
+        })
+        .collect::<Result<_, _>>()?;
+    let out = match vals.as_slice() {
+        [v] => [*v; 4],
+        [a, b, c, d] => [*a, *b, *c, *d],
+        _ => return Err(format!("expected one value or four (qkv,o,gu,d), got {}", vals.len())),
+    };
+    if let Some(v) = out.iter().find(|&&v| v > 1024) {
+        return Err(format!("{v} exceeds the chunk size 1024"));
+    }
+    Ok(out)
 }
 
 #[derive(Args)]
@@ -111,12 +139,22 @@ fn init_threads(n: Option<usize>) -> Result<()> {
 
 fn open_model(a: &ModelArgs) -> Result<decdec_model::LoadedModel> {
     init_threads(a.threads)?;
-    decdec_model::open(
+    let mut lm = decdec_model::open(
         &a.model,
         &LoadOptions {
             tokenizer: a.tokenizer.clone(),
         },
-    )
+    )?;
+    if let Some(k) = a.k_chunk {
+        if !lm.model.has_dec() && k.iter().any(|&v| v > 0) {
+            bail!(
+                "--k-chunk: {} has no residuals; error compensation needs a model made by `decdec quantize`",
+                a.model.display()
+            );
+        }
+        lm.model.configure_dec(k, a.select, 0).context("--k-chunk")?;
+    }
+    Ok(lm)
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {

@@ -68,6 +68,14 @@ pub fn bucket_floors(a: f32, b: f32) -> [f32; NUM_BUCKETS] {
     f
 }
 
+/// The bucket floors a linear uses at `k_chunk` (`None` when `floor(k_chunk*K/1024) == 0`, i.e. nothing is
+/// selected). They depend only on the calibrated thresholds and k_chunk, so a backend can compute them
+/// once on the host and upload 32 floats instead of re-deriving them per call.
+pub fn floors_for(thresholds: &[f32], k_chunk: usize) -> Option<[f32; NUM_BUCKETS]> {
+    let kk = global_k(thresholds.len(), k_chunk).min(thresholds.len());
+    (kk > 0).then(|| bucket_floors(thresholds[0], thresholds[kk - 1]))
+}
+
 /// Bucket of `v` given non-increasing `floors`: `min{ i : |v| >= floors[i] }`, NaN → 31.
 #[inline]
 pub fn bucket_of(v: f32, floors: &[f32; NUM_BUCKETS]) -> usize {
@@ -94,11 +102,25 @@ pub fn select_bucket(x: &[f32], thresholds: &[f32], k_chunk: usize, out: &mut Ve
         k_chunk <= CHUNK,
         "select_bucket: k_chunk {k_chunk} > {CHUNK}"
     );
-    let kk = global_k(x.len(), k_chunk);
-    if kk == 0 {
-        return; // then every chunk budget is 0 too
-    }
-    let floors = bucket_floors(thresholds[0], thresholds[kk - 1]);
+    // No floors means kk == 0, and then every chunk budget is 0 too.
+    let Some(floors) = floors_for(thresholds, k_chunk) else {
+        return;
+    };
+    select_bucket_with_floors(x, &floors, k_chunk, out);
+}
+
+/// [`select_bucket`] with precomputed floors ([`floors_for`]).
+pub fn select_bucket_with_floors(
+    x: &[f32],
+    floors: &[f32; NUM_BUCKETS],
+    k_chunk: usize,
+    out: &mut Vec<u32>,
+) {
+    out.clear();
+    assert!(
+        k_chunk <= CHUNK,
+        "select_bucket: k_chunk {k_chunk} > {CHUNK}"
+    );
     let mut buckets = [0u8; CHUNK];
     for (c, budget) in chunk_budgets(x.len(), k_chunk).into_iter().enumerate() {
         if budget == 0 {
@@ -108,7 +130,7 @@ pub fn select_bucket(x: &[f32], thresholds: &[f32], k_chunk: usize, out: &mut Ve
         let xs = &x[lo..x.len().min(lo + CHUNK)];
         let mut counts = [0usize; NUM_BUCKETS];
         for (bk, &v) in buckets.iter_mut().zip(xs) {
-            let b = bucket_of(v, &floors);
+            let b = bucket_of(v, floors);
             *bk = b as u8;
             counts[b] += 1;
         }
@@ -325,6 +347,8 @@ pub struct Selector {
     k: usize,
     k_chunk: usize,
     thresholds: Vec<f32>,
+    /// Bucket floors for the current k_chunk (bucket method; `None` when nothing is selected).
+    floors: Option<[f32; NUM_BUCKETS]>,
     act_mean: Vec<f32>,
     static_rows: Vec<u32>,
     seed: u64,
@@ -348,6 +372,7 @@ impl Selector {
             k,
             k_chunk,
             thresholds: Vec::new(),
+            floors: None,
             act_mean: Vec::new(),
             static_rows: Vec::new(),
             seed,
@@ -360,6 +385,7 @@ impl Selector {
                 })?;
                 validate_thresholds(t, k)?;
                 s.thresholds = t.to_vec();
+                s.floors = floors_for(t, k_chunk);
             }
             SelectMethod::Static => {
                 let m = act_mean.ok_or_else(|| {
@@ -435,6 +461,9 @@ impl Selector {
     pub fn set_k_chunk(&mut self, k_chunk: usize) -> Result<()> {
         check_k_chunk(k_chunk)?;
         self.k_chunk = k_chunk;
+        if self.method == SelectMethod::Bucket {
+            self.floors = floors_for(&self.thresholds, k_chunk);
+        }
         if self.method == SelectMethod::Static {
             self.static_rows = StaticSelection::new(&self.act_mean, k_chunk)?.rows;
         }
@@ -456,7 +485,10 @@ impl Selector {
             self.k
         );
         match self.method {
-            SelectMethod::Bucket => select_bucket(x, &self.thresholds, self.k_chunk, out),
+            SelectMethod::Bucket => match &self.floors {
+                Some(f) => select_bucket_with_floors(x, f, self.k_chunk, out),
+                None => out.clear(),
+            },
             SelectMethod::Exact => select_exact(x, self.k_chunk, out),
             SelectMethod::Static => {
                 out.clear();
@@ -610,6 +642,11 @@ mod tests {
                     }
                     let mut sel = vec![];
                     select_bucket(&x, &t, k_chunk, &mut sel);
+                    if let Some(f) = floors_for(&t, k_chunk) {
+                        let mut again = vec![];
+                        select_bucket_with_floors(&x, &f, k_chunk, &mut again);
+                        assert_eq!(again, sel);
+                    }
                     assert_eq!(
                         sel,
                         reference_bucket(&x, &t, k_chunk),
@@ -769,6 +806,22 @@ mod tests {
         assert!(
             Selector::new(SelectMethod::Bucket, 4, 8, Some(&[3.0, 2.0, 1.0]), None, 0).is_err()
         );
+        let mut rng = StdRng::seed_from_u64(35);
+        let k = 1600;
+        let calib: Vec<Vec<f32>> = (0..16)
+            .map(|_| activations(&mut rng, k, &[5, 1200]))
+            .collect();
+        let t = thresholds_of(&calib);
+        let mut sel = Selector::bucket(&t, 0).unwrap();
+        for k_chunk in [0usize, 16, 200, 1024] {
+            sel.set_k_chunk(k_chunk).unwrap();
+            let x = activations(&mut rng, k, &[5, 1200]);
+            let (mut a, mut b) = (vec![7], vec![]);
+            sel.select(&x, &mut a);
+            select_bucket(&x, &t, k_chunk, &mut b);
+            assert_eq!(a, b, "k_chunk {k_chunk}");
+            assert_eq!(a.len(), sel.num_rows());
+        }
         let mut s = Selector::bucket(&[3.0, 2.0, 1.0, 0.5], 512).unwrap();
         assert_eq!(s.num_rows(), 2);
         let mut out = vec![];

@@ -166,7 +166,7 @@ __device__ __forceinline__ uint4 load_x8(const T* __restrict__ x, int K, int bas
 // The channels of buckets above the boundary bucket are all taken; inside the boundary bucket the
 // lowest channel indices first. Output in increasing channel order.
 // ----------------------------------------------------------------------------------------------
-__device__ __forceinline__ float bucket_floor(float a, float b, int i) {
+__device__ __forceinline__ float bucket_floor_raw(float a, float b, int i) {
     if (i < 16) return __fadd_rn(a, __fdiv_rn(__fmul_rn(__fsub_rn(b, a), (float)i), 15.f));
     return __fdiv_rn(__fmul_rn(b, (float)(31 - i)), 16.f);
 }
@@ -175,6 +175,14 @@ template <typename T>
 __device__ void select_chunk_warp(const T* __restrict__ x, int lo, int size, int kc, float a, float b,
                                   int* out_idx, float* out_val) {
     const int lane = threadIdx.x & 31;
+    // lane i holds floor[i] = min(raw floors 0..=i) (decdec_core::selection::bucket_floors)
+    float fl = bucket_floor_raw(a, b, lane);
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        float t = __shfl_up_sync(0xffffffffu, fl, o);
+        if (lane >= o) fl = fminf(fl, t);
+    }
+    auto bucket_floor = [&](float, float, int i) { return __shfl_sync(0xffffffffu, fl, i); };
     // lane owns elements [32*lane, 32*lane + 32) of the chunk
     float v[32];
 #pragma unroll

@@ -26,7 +26,7 @@ template <int NT> __device__ __forceinline__ float block_max(float v, float* sh)
     if (l == 0) sh[w] = v;
     __syncthreads();
     if (threadIdx.x < 32) {
-        float t = (l < NT / 32) ? sh[l] : -INFINITY;
+        float t = (l < NT / 32) ? sh[l] : __int_as_float(0xff800000);
         t = warp_max(t);
         if (l == 0) sh[0] = t;
     }
@@ -105,7 +105,7 @@ __device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, const 
         if (lane == 0) sc[j] = s * scale;
     }
     __syncthreads();
-    float m = -INFINITY;
+    float m = __int_as_float(0xff800000);
     for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, sc[j]);
     m = block_max<OPS_THREADS>(m, sh);
     float sum = 0.f;
@@ -192,7 +192,7 @@ extern "C" __global__ void __launch_bounds__(256) dense_gemv_bf16(const __nv_bfl
 extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* v, int n, int* out) {
     __shared__ float sv[32];
     __shared__ int si[32];
-    float bv = -INFINITY;
+    float bv = __int_as_float(0xff800000);
     int bi = 0x7fffffff;
     for (int i = threadIdx.x; i < n; i += 1024) {
         float x = v[i];

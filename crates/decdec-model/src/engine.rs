@@ -65,4 +65,7 @@ impl Engine for CpuEngine {
     fn max_seq_len(&self) -> usize {
         self.kv.capacity
     }
+    fn dec_counters(&self) -> DecCounters {
+        self.model.dec_counters()
+    }
 }

@@ -85,7 +85,29 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     })
 }
 
+/// A GGUF file as the original model: every tensor dequantized to f32 under its Hugging Face name
+/// (q/k un-permuted back to the half-split RoPE layout), and a config.json equivalent from metadata.
 fn load_gguf(path: &Path) -> Result<(ModelConfig, TensorMap)> {
-    let _ = path;
-    bail!("GGUF loading is not wired yet")
+    use decdec_core::gguf;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: read-only map of a file we do not modify.
+    let mm = unsafe { memmap2::Mmap::map(&f) }
+        .with_context(|| format!("cannot mmap {}", path.display()))?;
+    let file = gguf::GgufFile::parse(&mm).with_context(|| format!("{}", path.display()))?;
+    let cfg_json = gguf::hf_config_from_gguf(&file).with_context(|| format!("{}", path.display()))?;
+    let config = ModelConfig::from_json(cfg_json)
+        .with_context(|| format!("{}: metadata does not describe a supported model", path.display()))?;
+    let mut map = TensorMap {
+        tensors: Default::default(),
+        dtypes: Default::default(),
+        files: vec![path.to_path_buf()],
+    };
+    for info in file.tensors() {
+        let t = gguf::load_hf_tensor(&file, info).with_context(|| format!("{}", path.display()))?;
+        if let Some((name, shape, data)) = t {
+            map.dtypes.insert(name.clone(), format!("{:?}", info.ggml_type));
+            map.tensors.insert(name, tensors::Tensor { shape, data });
+        }
+    }
+    Ok((config, map))
 }

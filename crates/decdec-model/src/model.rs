@@ -220,6 +220,63 @@ impl Model {
         })
     }
 
+    /// Configure error compensation of every quantized linear: `k_chunks` per projection group
+    /// (qkv, o, gate-up, down). Linears without residuals are left alone.
+    pub fn configure_dec(
+        &mut self,
+        k_chunks: [usize; 4],
+        method: decdec_core::selection::SelectMethod,
+        seed: u64,
+    ) -> Result<()> {
+        for layer in &mut self.layers {
+            for lin in layer.linears_mut() {
+                let k_chunk = k_chunks[lin.proj.group().index()];
+                if let Some(dec) = &mut lin.dec {
+                    dec.configure(crate::linear::DecConfig {
+                        method,
+                        k_chunk,
+                        seed,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any linear carries residuals.
+    pub fn has_dec(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.linears().iter().any(|x| x.dec.is_some()))
+    }
+
+    /// Turn exact-top-k recall tracking on or off for every compensated linear.
+    pub fn track_recall(&mut self, on: bool) {
+        for layer in &mut self.layers {
+            for lin in layer.linears_mut() {
+                if let Some(dec) = &mut lin.dec {
+                    dec.track_recall = on;
+                }
+            }
+        }
+    }
+
+    /// Compensation counters summed over all linears.
+    pub fn dec_counters(&self) -> crate::engine::DecCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut c = crate::engine::DecCounters::default();
+        for layer in &self.layers {
+            for lin in layer.linears() {
+                if let Some(dec) = &lin.dec {
+                    let rows = dec.stats.rows.load(Relaxed);
+                    c.rows_fetched += rows;
+                    c.bytes_fetched += rows * dec.residual.row_bytes() as u64;
+                }
+            }
+        }
+        c
+    }
+
     pub fn lm_head(&self) -> &[f32] {
         self.lm_head.as_deref().unwrap_or(&self.embed)
     }

@@ -237,7 +237,8 @@ pub fn quantize_lut(
     })
 }
 
-/// Per-channel RTN error on the same objective, used by tests and reports as the baseline.
+/// Per-channel RTN (one group per row) reconstruction of one row: the baseline that
+/// [`quantize_lut`] never loses to on its weighted objective.
 pub fn rtn_row_levels(w: &[f32], bits: u32) -> Vec<f32> {
     let maxq = ((1u32 << bits) - 1) as f32;
     let mn = w.iter().cloned().fold(f32::INFINITY, f32::min);

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 
 pub use lut::{quantize_lut, LutQuant};
-pub use uniform::{clip_search, quantize_clipped, quantize_rtn, UniformQuant};
+pub use uniform::{clip_search, pseudo_quantize, quantize_clipped, quantize_rtn, UniformQuant};
 
 /// `round_ties_even(x).clamp(lo, hi)` for small integer bounds (|lo|, |hi| < 2^21), vectorizable:
 /// `x` is clamped first so the add-and-subtract of 1.5·2^23 rounds exactly (to even on ties, like
@@ -96,6 +96,14 @@ impl QuantWeight {
         match self {
             QuantWeight::Uniform(q) => q.n,
             QuantWeight::Lut(q) => q.n,
+        }
+    }
+
+    /// Group size of the uniform format (`None` for LUT).
+    pub fn group_size(&self) -> Option<usize> {
+        match self {
+            QuantWeight::Uniform(q) => Some(q.group_size),
+            QuantWeight::Lut(_) => None,
         }
     }
 

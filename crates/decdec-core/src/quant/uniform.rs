@@ -162,6 +162,33 @@ pub fn quantize_rtn(
     Ok(quantize_impl(w, n, k, bits, group_size, None))
 }
 
+/// Fake quantization `dequant(quantize_rtn(w))` as `f32[n, k]` without packing (AWQ's scale search
+/// evaluates many candidate scalings this way).
+pub fn pseudo_quantize(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bits: u32,
+    group_size: usize,
+) -> Result<Vec<f32>> {
+    check_shape(w, n, k, bits, group_size)?;
+    let maxq = ((1u32 << bits) - 1) as f32;
+    let mut out = w.to_vec();
+    if k > 0 {
+        out.par_chunks_mut(k).for_each(|row| {
+            for g in row.chunks_mut(group_size) {
+                let lo = g.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let (s, z) = group_params(lo, hi, bits);
+                for v in g.iter_mut() {
+                    *v = (quant_code(*v, s, z, maxq) - z) * s;
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
 /// Like [`quantize_rtn`] after clamping every group to `[-clip, clip]`; `clip: f32[n, n_groups]`
 /// (as returned by [`clip_search`]).
 pub fn quantize_clipped(
@@ -528,6 +555,7 @@ mod tests {
                 let ng = n_groups(k, g);
                 assert_eq!(q.scales.len(), n * ng);
                 let deq = q.dequantize();
+                assert_eq!(pseudo_quantize(&w, n, k, bits, g).unwrap(), deq);
                 for r in 0..n {
                     for c in 0..k {
                         let s = q.scales[r * ng + c / g];

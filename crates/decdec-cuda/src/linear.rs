@@ -1,0 +1,334 @@
+//! Quantized linear layers on the GPU: tiled weights, optional DEC residual store in mapped pinned
+//! host memory, and the launches of the GEMV kernels (`kernels/gemv.cu`).
+
+use anyhow::{bail, Result};
+
+use crate::gpu::{DevBuf, Dtype, Gpu, HostMapped};
+use crate::kargs;
+use crate::repack::{self, LutRef, ResidualRef, TiledShape, UniformRef};
+
+pub const NTHREADS: u32 = 256;
+pub const SLICE_COLS: usize = 256;
+pub const SLICE_WORDS: usize = 32;
+
+/// Kernel argument block, must match `GemvArgs` in gemv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GemvArgs {
+    pub qw: u64,
+    pub sz: u64,
+    pub lut: u64,
+    pub x: u64,
+    pub y: u64,
+    pub n: i32,
+    pub k: i32,
+    pub kc: i32,
+    pub gp: i32,
+    pub out_mode: i32,
+}
+
+/// Kernel argument block, must match `DecArgs` in gemv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecArgs {
+    pub res: u64,
+    pub rscale: u64,
+    pub dvec: u64,
+    pub flags: u64,
+    pub consumed: u64,
+    pub dbg_sel: u64,
+    pub a: f32,
+    pub b: f32,
+    pub k_chunk: i32,
+    pub n_dec: i32,
+}
+
+/// Where the GEMV writes its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutMode {
+    /// y: activation dtype [N]
+    Store = 0,
+    /// y: f32 [N], y += W x (residual-stream add)
+    AddF32 = 1,
+    /// y: f32 [N]
+    StoreF32 = 2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Uniform,
+    Lut,
+}
+
+/// The DEC state of one linear: residual rows in mapped pinned host memory + device scratch.
+pub struct DecStore {
+    pub host: HostMapped,
+    pub rscale: DevBuf,
+    pub dvec: DevBuf,
+    pub flags: DevBuf,
+    pub consumed: DevBuf,
+    /// calibrated thresholds, length K (non-increasing)
+    pub thresholds: Vec<f32>,
+    pub words_per_row: usize,
+}
+
+impl DecStore {
+    pub fn n_slices(n: usize) -> usize {
+        n.div_ceil(8).div_ceil(SLICE_WORDS)
+    }
+}
+
+/// How DEC runs for a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecMode {
+    /// No compensation.
+    Off,
+    /// Selection + fetch as extra blocks of the GEMV launch (`n_dec` blocks).
+    Fused { k_chunk: usize, n_dec: usize },
+    /// The original's structure: a cooperative select / grid-sync / fetch kernel on a second stream
+    /// concurrent with the GEMV, then an add kernel (`n_tb` blocks).
+    Coop { k_chunk: usize, n_tb: usize },
+}
+
+pub struct GpuLinear {
+    pub format: Format,
+    pub shape: TiledShape,
+    pub qw: DevBuf,
+    /// uniform: scale|zero words; LUT: f32 [N][2^bits]
+    pub params: DevBuf,
+    pub dec: Option<DecStore>,
+    /// scratch of the cooperative variant: selected ids, values, barrier
+    coop: Option<(DevBuf, DevBuf, DevBuf)>,
+}
+
+/// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
+pub fn dec_total_rows(k: usize, k_chunk: usize) -> usize {
+    (k / 1024) * k_chunk + (k_chunk * (k % 1024)) / 1024
+}
+
+impl GpuLinear {
+    pub fn from_uniform(gpu: &Gpu, q: &UniformRef) -> Result<GpuLinear> {
+        let (shape, qw, sz) = repack::tile_uniform(q)?;
+        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None, coop: None })
+    }
+
+    pub fn from_lut(gpu: &Gpu, q: &LutRef) -> Result<GpuLinear> {
+        let (shape, qw) = repack::tile_lut(q)?;
+        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None, coop: None })
+    }
+
+    /// A linear with random codes and parameters generated on the GPU (benchmarks, synthetic models).
+    pub fn random(gpu: &Gpu, format: Format, bits: u32, n: usize, k: usize, group_size: usize, seed: u64) -> Result<GpuLinear> {
+        let gs = if format == Format::Lut { 256 } else { group_size };
+        let shape = TiledShape::new(bits, n, k, gs)?;
+        let qw = gpu.alloc(shape.qw_words() * 4)?;
+        fill_u32(gpu, &qw, seed)?;
+        let params = match format {
+            Format::Uniform => {
+                let b = gpu.alloc(shape.sz_words() * 4)?;
+                let (n32, lo, hi, bits_i) = ((b.bytes / 4) as u64, 0.002f32, 0.02f32, bits as i32);
+                let seed2 = seed ^ 0x5555;
+                unsafe { gpu.launch("fill_scale_zero", 1024, 256, 0, kargs![&b.ptr, &n32, &seed2, &lo, &hi, &bits_i])? };
+                b
+            }
+            Format::Lut => {
+                let b = gpu.alloc(n * (1 << bits) * 4)?;
+                fill_f32(gpu, &b, seed ^ 0x7777, -0.05, 0.05)?;
+                b
+            }
+        };
+        Ok(GpuLinear { format, shape, qw, params, dec: None, coop: None })
+    }
+
+    /// Attach a canonical 4-bit residual (copied into mapped pinned host memory) and thresholds.
+    pub fn attach_residual(&mut self, gpu: &Gpu, r: &ResidualRef, thresholds: &[f32]) -> Result<()> {
+        if r.bits != 4 {
+            bail!("the GPU DEC kernels read 4-bit residuals, not {}-bit", r.bits);
+        }
+        if r.n != self.shape.n || r.k != self.shape.k {
+            bail!("residual is {}x{} but the linear is {}x{}", r.n, r.k, self.shape.n, self.shape.k);
+        }
+        let wpr = (r.n * 4).div_ceil(32);
+        if r.residual.len() != r.k * wpr || r.scales.len() != r.n {
+            bail!("residual has {} words / {} scales, expected {} / {}", r.residual.len(), r.scales.len(), r.k * wpr, r.n);
+        }
+        if thresholds.len() != r.k {
+            bail!("thresholds have {} entries, expected K = {}", thresholds.len(), r.k);
+        }
+        let mut host = gpu.host_mapped(r.residual.len() * 4)?;
+        host.as_mut_slice::<u32>()[..r.residual.len()].copy_from_slice(r.residual);
+        self.install_dec(gpu, host, gpu.upload(r.scales)?, thresholds.to_vec())
+    }
+
+    /// Random residual (benchmarks, synthetic models): random codes, scales and thresholds spanning
+    /// [0, a] so that bucket selection behaves like on calibrated data.
+    pub fn attach_random_residual(&mut self, gpu: &Gpu, seed: u64, thresholds: Vec<f32>) -> Result<()> {
+        let (n, k) = (self.shape.n, self.shape.k);
+        let wpr = (n * 4).div_ceil(32);
+        let mut host = gpu.host_mapped(k * wpr * 4)?;
+        let words = host.as_mut_slice::<u32>();
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        for w in words.iter_mut() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            *w = (s >> 16) as u32;
+        }
+        let rs = gpu.alloc(n * 4)?;
+        fill_f32(gpu, &rs, seed ^ 0x1234, 0.0005, 0.002)?;
+        self.install_dec(gpu, host, rs, thresholds)
+    }
+
+    fn install_dec(&mut self, gpu: &Gpu, host: HostMapped, rscale: DevBuf, thresholds: Vec<f32>) -> Result<()> {
+        let n = self.shape.n;
+        let ns = DecStore::n_slices(n);
+        let k = self.shape.k;
+        self.dec = Some(DecStore {
+            host,
+            rscale,
+            dvec: gpu.alloc_zeroed(n.div_ceil(SLICE_COLS) * SLICE_COLS * 4)?,
+            flags: gpu.alloc_zeroed(ns * 4)?,
+            consumed: gpu.alloc_zeroed(ns * 4)?,
+            thresholds,
+            words_per_row: (n * 4).div_ceil(32),
+        });
+        let max_rows = dec_total_rows(k, 1024).max(1);
+        self.coop = Some((gpu.alloc_zeroed(max_rows * 4)?, gpu.alloc_zeroed(max_rows * 4)?, gpu.alloc_zeroed(16)?));
+        Ok(())
+    }
+
+    fn kernel_name(&self, dt: Dtype) -> String {
+        match self.format {
+            Format::Uniform => format!("gemv_u{}_g{}_{}", self.shape.bits, self.shape.group_size, dt.suffix()),
+            Format::Lut => format!("gemv_l{}_{}", self.shape.bits, dt.suffix()),
+        }
+    }
+
+    fn gemv_args(&self, x: u64, y: u64, out: OutMode) -> GemvArgs {
+        let s = &self.shape;
+        GemvArgs {
+            qw: self.qw.ptr,
+            sz: if self.format == Format::Uniform { self.params.ptr } else { 0 },
+            lut: if self.format == Format::Lut { self.params.ptr } else { 0 },
+            x,
+            y,
+            n: s.n as i32,
+            k: s.k as i32,
+            kc: s.kc as i32,
+            gp: s.gp as i32,
+            out_mode: out as i32,
+        }
+    }
+
+    fn dec_args(&self, k_chunk: usize, n_dec: usize, dbg_sel: u64) -> Result<DecArgs> {
+        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("DEC requested on a linear without residuals"))?;
+        let ktot = dec_total_rows(self.shape.k, k_chunk);
+        if ktot == 0 {
+            return Ok(DecArgs::default());
+        }
+        if k_chunk > 1024 {
+            bail!("k_chunk {k_chunk} > 1024");
+        }
+        Ok(DecArgs {
+            res: d.host.dev,
+            rscale: d.rscale.ptr,
+            dvec: d.dvec.ptr,
+            flags: d.flags.ptr,
+            consumed: d.consumed.ptr,
+            dbg_sel,
+            a: d.thresholds[0],
+            // the lower anchor is indexed by the global count floor(k_chunk * K / 1024)
+            b: d.thresholds[(k_chunk * self.shape.k / 1024).max(1) - 1],
+            k_chunk: k_chunk as i32,
+            n_dec: n_dec.min(DecStore::n_slices(self.shape.n)).max(1) as i32,
+        })
+    }
+
+    fn smem_bytes(&self, dec_rows: usize) -> u32 {
+        let gemv = 8 * 16 * 4
+            + match self.format {
+                Format::Lut => 16 * (1usize << (2 * self.shape.bits)) * 4,
+                Format::Uniform => 0,
+            };
+        let dec = if dec_rows > 0 { 8 * SLICE_COLS * 4 + dec_rows * 8 } else { 0 };
+        gemv.max(dec) as u32
+    }
+
+    /// y = W x (+ DEC), queued on the main stream. `x`, `y` are raw device addresses.
+    pub fn forward(&self, gpu: &Gpu, dt: Dtype, x: u64, y: u64, out: OutMode, dec: DecMode) -> Result<()> {
+        self.forward_dbg(gpu, dt, x, y, out, dec, 0)
+    }
+
+    /// As [`GpuLinear::forward`]; `dbg_sel` (device int buffer or 0) receives the fused selection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_dbg(&self, gpu: &Gpu, dt: Dtype, x: u64, y: u64, out: OutMode, dec: DecMode, dbg_sel: u64) -> Result<()> {
+        let g = self.gemv_args(x, y, out);
+        let tiles = self.shape.n_tiles as u32;
+        let name = self.kernel_name(dt);
+        match dec {
+            DecMode::Off => {
+                let d = DecArgs::default();
+                unsafe { gpu.launch(&name, tiles, NTHREADS, self.smem_bytes(0), kargs![&g, &d]) }
+            }
+            DecMode::Fused { k_chunk, n_dec } => {
+                let d = self.dec_args(k_chunk, n_dec, dbg_sel)?;
+                let rows = dec_total_rows(self.shape.k, k_chunk);
+                let grid = tiles + d.n_dec as u32;
+                unsafe { gpu.launch(&name, grid, NTHREADS, self.smem_bytes(rows), kargs![&g, &d]) }
+            }
+            DecMode::Coop { k_chunk, n_tb } => {
+                let rows = dec_total_rows(self.shape.k, k_chunk);
+                if rows == 0 {
+                    return self.forward(gpu, dt, x, y, out, DecMode::Off);
+                }
+                if out != OutMode::Store {
+                    bail!("the cooperative DEC variant only supports OutMode::Store");
+                }
+                let mut d = self.dec_args(k_chunk, 0, 0)?;
+                d.n_dec = 0;
+                let (sel, val, bar) = self.coop.as_ref().expect("coop scratch exists with DEC");
+                let (n, k) = (self.shape.n as i32, self.shape.k as i32);
+                let nd = DecArgs { n_dec: 0, ..d };
+                gpu.fork()?;
+                unsafe {
+                    gpu.launch_cooperative_on(
+                        gpu.stream2,
+                        &format!("dec_coop_{}", dt.suffix()),
+                        n_tb as u32,
+                        NTHREADS,
+                        self.smem_bytes(rows),
+                        kargs![&x, &n, &k, &nd, &sel.ptr, &val.ptr, &bar.ptr],
+                    )?;
+                    let off = DecArgs::default();
+                    gpu.launch(&name, tiles, NTHREADS, self.smem_bytes(0), kargs![&g, &off])?;
+                }
+                gpu.join()?;
+                let dvec = self.dec.as_ref().unwrap().dvec.ptr;
+                unsafe {
+                    gpu.launch(&format!("add_dvec_{}", dt.suffix()), (n as u32).div_ceil(256), 256, 0, kargs![&y, &dvec, &n])
+                }
+            }
+        }
+    }
+
+    /// Bytes of weights (codes + parameters) one call streams from device memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.shape.stream_bytes(self.format == Format::Lut)
+    }
+}
+
+pub fn fill_u32(gpu: &Gpu, b: &DevBuf, seed: u64) -> Result<()> {
+    let n = (b.bytes / 4) as u64;
+    unsafe { gpu.launch("fill_random_u32", 2048, 256, 0, kargs![&b.ptr, &n, &seed]) }
+}
+
+pub fn fill_f32(gpu: &Gpu, b: &DevBuf, seed: u64, lo: f32, hi: f32) -> Result<()> {
+    let n = (b.bytes / 4) as u64;
+    unsafe { gpu.launch("fill_uniform_f32", 2048, 256, 0, kargs![&b.ptr, &n, &seed, &lo, &hi]) }
+}
+
+/// Fill a buffer of `n` activation-dtype values with uniform [lo, hi).
+pub fn fill_act(gpu: &Gpu, dt: Dtype, ptr: u64, n: usize, seed: u64, lo: f32, hi: f32) -> Result<()> {
+    let n = n as u64;
+    unsafe { gpu.launch(&format!("fill_uniform_{}", dt.suffix()), 1024, 256, 0, kargs![&ptr, &n, &seed, &lo, &hi]) }
+}
