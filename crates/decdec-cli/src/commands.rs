@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "decdec", version, about = "Quantized LLMs with dynamic error compensation (DecDEC)")]
+#[command(
+    name = "decdec",
+    version,
+    about = "Quantized LLMs with dynamic error compensation (DecDEC)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +28,26 @@ pub enum Command {
     Ppl(PplArgs),
     /// Show a model's architecture, dimensions, parameters and tensors.
     Inspect(InspectArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// CPU decode tokens/s against the bound implied by weight bytes / measured memory bandwidth.
+    Cpu(BenchCpuArgs),
+}
+
+#[derive(Args)]
+pub struct BenchCpuArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Decode steps to time.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -59,7 +83,12 @@ pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
     let out = match vals.as_slice() {
         [v] => [*v; 4],
         [a, b, c, d] => [*a, *b, *c, *d],
-        _ => return Err(format!("expected one value or four (qkv,o,gu,d), got {}", vals.len())),
+        _ => {
+            return Err(format!(
+                "expected one value or four (qkv,o,gu,d), got {}",
+                vals.len()
+            ))
+        }
     };
     if let Some(v) = out.iter().find(|&&v| v > 1024) {
         return Err(format!("{v} exceeds the chunk size 1024"));
@@ -76,12 +105,12 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// 0 = off.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -121,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd_generate(a),
         Command::Ppl(a) => cmd_ppl(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Bench(BenchCommand::Cpu(a)) => cmd_bench_cpu(a),
     }
 }
 
@@ -152,7 +182,9 @@ fn open_model(a: &ModelArgs) -> Result<decdec_model::LoadedModel> {
                 a.model.display()
             );
         }
-        lm.model.configure_dec(k, a.select, 0).context("--k-chunk")?;
+        lm.model
+            .configure_dec(k, a.select, 0)
+            .context("--k-chunk")?;
     }
     Ok(lm)
 }
@@ -164,11 +196,17 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    sampling
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid flag: {e}"))?;
+    if !a.temperature.is_finite() || a.temperature < 0.0 {
+        bail!(
+            "invalid value for --temperature: {} (must be a number >= 0)",
+            a.temperature
+        );
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("invalid value for --top-p: {} (must be in (0, 1])", a.top_p);
+    }
     if a.max_tokens == 0 {
-        bail!("--max-tokens must be at least 1");
+        bail!("invalid value for --max-tokens: 0 (must be at least 1)");
     }
     let lm = open_model(&a.model)?;
     let prompt_text = if a.chat {
@@ -212,12 +250,16 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 fn cmd_ppl(a: PplArgs) -> Result<()> {
     let text = decdec_model::ppl::read_text(&a.text).context("--text")?;
     if a.max_chunks == Some(0) {
-        bail!("--max-chunks must be at least 1");
+        bail!("invalid value for --max-chunks: 0 (must be at least 1)");
+    }
+    if a.ctx < 2 {
+        bail!("invalid value for --ctx: {} (must be at least 2)", a.ctx);
     }
     let lm = open_model(&a.model)?;
     let tokenizer = lm.tokenizer;
     let mut engine = CpuEngine::new(Arc::new(lm.model), Some(a.ctx));
-    let r = decdec_model::ppl::perplexity(&mut engine, &tokenizer, &text, a.ctx, a.max_chunks, true)?;
+    let r =
+        decdec_model::ppl::perplexity(&mut engine, &tokenizer, &text, a.ctx, a.max_chunks, true)?;
     println!(
         "ppl {:.4} | nll {:.5} | {} tokens scored in {} chunks of {} | {:.1} s",
         r.ppl, r.nll_mean, r.tokens_scored, r.chunks, r.ctx, r.seconds
@@ -268,7 +310,13 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
     println!("architecture {}", c.family.name());
     println!(
         "dims         hidden {} | ffn {} | layers {} | heads {} (kv {}) x {} | vocab {}",
-        c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_layers,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        c.vocab_size
     );
     println!(
         "rope         theta {} | scaling {:?} | max positions {}",
@@ -278,8 +326,33 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         "parameters   {} ({:.1} M){}",
         lm.model.num_params(),
         lm.model.num_params() as f64 / 1e6,
-        if c.tie_word_embeddings { ", tied embeddings" } else { "" }
+        if c.tie_word_embeddings {
+            ", tied embeddings"
+        } else {
+            ""
+        }
     );
     println!("tensors      {} ({:?})", lm.dtypes.len(), dtype_counts);
+    Ok(())
+}
+
+fn cmd_bench_cpu(a: BenchCpuArgs) -> Result<()> {
+    if a.tokens == 0 {
+        bail!("--tokens must be at least 1");
+    }
+    let lm = open_model(&a.model)?;
+    let r = crate::bench_cpu::run(lm.model, a.tokens)?;
+    println!(
+        "threads {} | read bandwidth {:.2} GB/s | weights {:.1} MB/token | bound {:.1} tokens/s | decode {:.1} tokens/s ({:.0}% of bound)",
+        r.threads,
+        r.read_bandwidth_gbs,
+        r.weight_bytes_per_token as f64 / 1e6,
+        r.bound_tokens_per_s,
+        r.decode_tokens_per_s,
+        100.0 * r.fraction_of_bound
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
     Ok(())
 }

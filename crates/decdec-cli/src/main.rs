@@ -1,5 +1,6 @@
 //! `decdec`: run aggressively quantized LLMs with dynamic error compensation.
 
+mod bench_cpu;
 mod commands;
 
 use clap::Parser;

@@ -164,6 +164,14 @@ impl Gpu {
                 let func = module
                     .load_function(&f)
                     .map_err(|e| anyhow!("kernel {f} missing from '{src_name}': {e:?}"))?;
+                if std::env::var_os("DECDEC_KERNEL_INFO").is_some() {
+                    println!(
+                        "kernel {f}: {} registers, {} bytes local (spills), {} bytes static smem",
+                        func.num_regs().unwrap_or(-1),
+                        func.local_size_bytes().unwrap_or(-1),
+                        func.shared_size_bytes().unwrap_or(-1)
+                    );
+                }
                 funcs.insert(f.clone(), func.cu_function());
             }
             modules.push(module);

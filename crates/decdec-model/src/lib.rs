@@ -10,6 +10,7 @@ pub mod loader;
 pub mod model;
 pub mod ppl;
 pub mod progress;
+pub mod quantized;
 pub mod sampling;
 pub mod tensors;
 pub mod tokenizer;

@@ -41,7 +41,12 @@ pub enum ProjGroup {
 }
 
 impl ProjGroup {
-    pub const ALL: [ProjGroup; 4] = [ProjGroup::Qkv, ProjGroup::O, ProjGroup::GateUp, ProjGroup::Down];
+    pub const ALL: [ProjGroup; 4] = [
+        ProjGroup::Qkv,
+        ProjGroup::O,
+        ProjGroup::GateUp,
+        ProjGroup::Down,
+    ];
     pub fn index(self) -> usize {
         self as usize
     }
@@ -165,7 +170,9 @@ impl DecLinear {
         let acts: Vec<f32> = rows.iter().map(|&r| x[r as usize]).collect();
         self.residual.add_rows(&rows, &acts, out);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.stats
+            .rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         if self.track_recall {
             let mut exact = Vec::new();
             selection::select_exact(x, self.config.k_chunk, &mut exact);

@@ -47,6 +47,9 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if !path.exists() {
         bail!("model path {} does not exist", path.display());
     }
+    if crate::quantized::is_quantized_dir(path) {
+        return crate::quantized::open(path, opts);
+    }
     let (config, map, kind) = if path.is_dir() {
         let cfg_path = path.join("config.json");
         let config = ModelConfig::from_file(&cfg_path)?;
@@ -94,9 +97,14 @@ fn load_gguf(path: &Path) -> Result<(ModelConfig, TensorMap)> {
     let mm = unsafe { memmap2::Mmap::map(&f) }
         .with_context(|| format!("cannot mmap {}", path.display()))?;
     let file = gguf::GgufFile::parse(&mm).with_context(|| format!("{}", path.display()))?;
-    let cfg_json = gguf::hf_config_from_gguf(&file).with_context(|| format!("{}", path.display()))?;
-    let config = ModelConfig::from_json(cfg_json)
-        .with_context(|| format!("{}: metadata does not describe a supported model", path.display()))?;
+    let cfg_json =
+        gguf::hf_config_from_gguf(&file).with_context(|| format!("{}", path.display()))?;
+    let config = ModelConfig::from_json(cfg_json).with_context(|| {
+        format!(
+            "{}: metadata does not describe a supported model",
+            path.display()
+        )
+    })?;
     let mut map = TensorMap {
         tensors: Default::default(),
         dtypes: Default::default(),
@@ -105,7 +113,8 @@ fn load_gguf(path: &Path) -> Result<(ModelConfig, TensorMap)> {
     for info in file.tensors() {
         let t = gguf::load_hf_tensor(&file, info).with_context(|| format!("{}", path.display()))?;
         if let Some((name, shape, data)) = t {
-            map.dtypes.insert(name.clone(), format!("{:?}", info.ggml_type));
+            map.dtypes
+                .insert(name.clone(), format!("{:?}", info.ggml_type));
             map.tensors.insert(name, tensors::Tensor { shape, data });
         }
     }

@@ -139,39 +139,138 @@ impl Model {
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
             let input_norm = take_vec(&mut map, &format!("{p}.input_layernorm.weight"), &[h])?;
-            let post_norm =
-                take_vec(&mut map, &format!("{p}.post_attention_layernorm.weight"), &[h])?;
+            let post_norm = take_vec(
+                &mut map,
+                &format!("{p}.post_attention_layernorm.weight"),
+                &[h],
+            )?;
             let bias = c.family.has_qkv_bias();
             let (q, k, vv) = if c.family == Family::Phi3 {
                 let name = format!("{p}.self_attn.qkv_proj");
                 let t = map.take(&format!("{name}.weight"), &[qd + 2 * kvd, h])?;
                 (
-                    Linear::dense(&format!("{p}.self_attn.q_proj"), i, Proj::Q, qd, h, rows(&t, 0, qd), None),
-                    Linear::dense(&format!("{p}.self_attn.k_proj"), i, Proj::K, kvd, h, rows(&t, qd, qd + kvd), None),
-                    Linear::dense(&format!("{p}.self_attn.v_proj"), i, Proj::V, kvd, h, rows(&t, qd + kvd, qd + 2 * kvd), None),
+                    Linear::dense(
+                        &format!("{p}.self_attn.q_proj"),
+                        i,
+                        Proj::Q,
+                        qd,
+                        h,
+                        rows(&t, 0, qd),
+                        None,
+                    ),
+                    Linear::dense(
+                        &format!("{p}.self_attn.k_proj"),
+                        i,
+                        Proj::K,
+                        kvd,
+                        h,
+                        rows(&t, qd, qd + kvd),
+                        None,
+                    ),
+                    Linear::dense(
+                        &format!("{p}.self_attn.v_proj"),
+                        i,
+                        Proj::V,
+                        kvd,
+                        h,
+                        rows(&t, qd + kvd, qd + 2 * kvd),
+                        None,
+                    ),
                 )
             } else {
                 (
-                    take_linear(&mut map, &format!("{p}.self_attn.q_proj"), qd, h, bias, i, Proj::Q)?,
-                    take_linear(&mut map, &format!("{p}.self_attn.k_proj"), kvd, h, bias, i, Proj::K)?,
-                    take_linear(&mut map, &format!("{p}.self_attn.v_proj"), kvd, h, bias, i, Proj::V)?,
+                    take_linear(
+                        &mut map,
+                        &format!("{p}.self_attn.q_proj"),
+                        qd,
+                        h,
+                        bias,
+                        i,
+                        Proj::Q,
+                    )?,
+                    take_linear(
+                        &mut map,
+                        &format!("{p}.self_attn.k_proj"),
+                        kvd,
+                        h,
+                        bias,
+                        i,
+                        Proj::K,
+                    )?,
+                    take_linear(
+                        &mut map,
+                        &format!("{p}.self_attn.v_proj"),
+                        kvd,
+                        h,
+                        bias,
+                        i,
+                        Proj::V,
+                    )?,
                 )
             };
-            let o = take_linear(&mut map, &format!("{p}.self_attn.o_proj"), h, qd, false, i, Proj::O)?;
+            let o = take_linear(
+                &mut map,
+                &format!("{p}.self_attn.o_proj"),
+                h,
+                qd,
+                false,
+                i,
+                Proj::O,
+            )?;
             let (gate, up) = if c.family == Family::Phi3 {
                 let name = format!("{p}.mlp.gate_up_proj");
                 let t = map.take(&format!("{name}.weight"), &[2 * inter, h])?;
                 (
-                    Linear::dense(&format!("{p}.mlp.gate_proj"), i, Proj::Gate, inter, h, rows(&t, 0, inter), None),
-                    Linear::dense(&format!("{p}.mlp.up_proj"), i, Proj::Up, inter, h, rows(&t, inter, 2 * inter), None),
+                    Linear::dense(
+                        &format!("{p}.mlp.gate_proj"),
+                        i,
+                        Proj::Gate,
+                        inter,
+                        h,
+                        rows(&t, 0, inter),
+                        None,
+                    ),
+                    Linear::dense(
+                        &format!("{p}.mlp.up_proj"),
+                        i,
+                        Proj::Up,
+                        inter,
+                        h,
+                        rows(&t, inter, 2 * inter),
+                        None,
+                    ),
                 )
             } else {
                 (
-                    take_linear(&mut map, &format!("{p}.mlp.gate_proj"), inter, h, false, i, Proj::Gate)?,
-                    take_linear(&mut map, &format!("{p}.mlp.up_proj"), inter, h, false, i, Proj::Up)?,
+                    take_linear(
+                        &mut map,
+                        &format!("{p}.mlp.gate_proj"),
+                        inter,
+                        h,
+                        false,
+                        i,
+                        Proj::Gate,
+                    )?,
+                    take_linear(
+                        &mut map,
+                        &format!("{p}.mlp.up_proj"),
+                        inter,
+                        h,
+                        false,
+                        i,
+                        Proj::Up,
+                    )?,
                 )
             };
-            let down = take_linear(&mut map, &format!("{p}.mlp.down_proj"), h, inter, false, i, Proj::Down)?;
+            let down = take_linear(
+                &mut map,
+                &format!("{p}.mlp.down_proj"),
+                h,
+                inter,
+                false,
+                i,
+                Proj::Down,
+            )?;
             layers.push(Layer {
                 input_norm,
                 q,
@@ -321,7 +420,10 @@ impl Model {
         for (i, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             if tok >= c.vocab_size {
-                bail!("token id {tok} is outside the vocabulary ({})", c.vocab_size);
+                bail!(
+                    "token id {tok} is outside the vocabulary ({})",
+                    c.vocab_size
+                );
             }
             x[i * h..(i + 1) * h].copy_from_slice(&self.embed[tok * h..(tok + 1) * h]);
         }
@@ -345,7 +447,12 @@ impl Model {
             layer.v.forward(&xn, t, start, &mut vbuf);
             for i in 0..t {
                 ops::rope_half_split(&mut q[i * qd..(i + 1) * qd], hd, start + i, &self.inv_freq);
-                ops::rope_half_split(&mut kbuf[i * kvd..(i + 1) * kvd], hd, start + i, &self.inv_freq);
+                ops::rope_half_split(
+                    &mut kbuf[i * kvd..(i + 1) * kvd],
+                    hd,
+                    start + i,
+                    &self.inv_freq,
+                );
             }
             kv.k[li][start * kvd..(start + t) * kvd].copy_from_slice(&kbuf);
             kv.v[li][start * kvd..(start + t) * kvd].copy_from_slice(&vbuf);

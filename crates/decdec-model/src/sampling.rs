@@ -27,7 +27,10 @@ impl Default for SamplingParams {
 impl SamplingParams {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            anyhow::bail!("temperature must be a finite number >= 0, got {}", self.temperature);
+            anyhow::bail!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             anyhow::bail!("top_p must be in (0, 1], got {}", self.top_p);

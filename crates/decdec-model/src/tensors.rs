@@ -155,7 +155,8 @@ pub fn load_safetensors(files: &[PathBuf]) -> Result<TensorMap> {
         })?;
         for (name, view) in st.tensors() {
             let data = safetensor_to_f32(&view, &name, file)?;
-            map.dtypes.insert(name.clone(), format!("{:?}", view.dtype()));
+            map.dtypes
+                .insert(name.clone(), format!("{:?}", view.dtype()));
             map.tensors.insert(
                 name,
                 Tensor {

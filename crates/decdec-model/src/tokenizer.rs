@@ -72,7 +72,11 @@ impl Tokenizer {
                 // A list of named templates: take "default".
                 Some(Value::Array(a)) => a.iter().find_map(|t| {
                     (t.get("name").and_then(Value::as_str) == Some("default"))
-                        .then(|| t.get("template").and_then(Value::as_str).map(str::to_string))
+                        .then(|| {
+                            t.get("template")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
                         .flatten()
                 }),
                 _ => None,
@@ -141,12 +145,15 @@ impl Tokenizer {
         };
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib_like_methods);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", template)
             .context("the model's chat_template does not parse")?;
         let tmpl = env.get_template("chat")?;

@@ -166,7 +166,10 @@ fn parse_stop(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
 
 fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError> {
     let Some(v) = field(obj, "messages") else {
-        return Err(ApiError::invalid(Some("messages"), "`messages` is required"));
+        return Err(ApiError::invalid(
+            Some("messages"),
+            "`messages` is required",
+        ));
     };
     let Value::Array(items) = v else {
         return Err(ApiError::invalid(
@@ -230,7 +233,9 @@ fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError
                         (Some(other), _) => {
                             return Err(ApiError::invalid(
                                 Some(&pparam),
-                                format!("content parts of type `{other}` are not supported (text only)"),
+                                format!(
+                                    "content parts of type `{other}` are not supported (text only)"
+                                ),
                             ))
                         }
                         (None, _) => {
@@ -279,9 +284,9 @@ fn parse_prompt(obj: &Map<String, Value>, vocab_size: usize) -> Result<PromptInp
     };
     match v {
         Value::String(s) => Ok(PromptInput::Text(s.clone())),
-        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
-            Ok(PromptInput::Text(a[0].as_str().unwrap_or_default().to_string()))
-        }
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => Ok(PromptInput::Text(
+            a[0].as_str().unwrap_or_default().to_string(),
+        )),
         Value::Array(a) if a.len() == 1 && a[0].is_array() => {
             tokens(a[0].as_array().map(Vec::as_slice).unwrap_or_default())
         }
@@ -329,7 +334,10 @@ fn reject_unsupported(obj: &Map<String, Value>, endpoint: Endpoint) -> Result<()
     }
     if let Some(Value::Array(t)) = field(obj, "tools") {
         if !t.is_empty() {
-            return Err(ApiError::invalid(Some("tools"), "tool calling is not supported"));
+            return Err(ApiError::invalid(
+                Some("tools"),
+                "tool calling is not supported",
+            ));
         }
     }
     if let Some(rf) = field(obj, "response_format") {
@@ -345,11 +353,17 @@ fn reject_unsupported(obj: &Map<String, Value>, endpoint: Endpoint) -> Result<()
             return Err(ApiError::invalid(Some("echo"), "`echo` is not supported"));
         }
         if field(obj, "suffix").is_some() {
-            return Err(ApiError::invalid(Some("suffix"), "`suffix` is not supported"));
+            return Err(ApiError::invalid(
+                Some("suffix"),
+                "`suffix` is not supported",
+            ));
         }
         if let Some(b) = get_i64(obj, "best_of")? {
             if b != 1 {
-                return Err(ApiError::invalid(Some("best_of"), "only `best_of` = 1 is supported"));
+                return Err(ApiError::invalid(
+                    Some("best_of"),
+                    "only `best_of` = 1 is supported",
+                ));
             }
         }
     }
@@ -370,7 +384,10 @@ pub fn parse_request(
     let Value::Object(obj) = v else {
         return Err(ApiError::invalid(
             None,
-            format!("the request body must be a JSON object, got {}", type_name(&v)),
+            format!(
+                "the request body must be a JSON object, got {}",
+                type_name(&v)
+            ),
         ));
     };
     match field(&obj, "model") {
@@ -604,15 +621,39 @@ mod tests {
         assert_eq!(ok.sampling.seed, 3);
         assert_eq!(ok.sampling.temperature, 0.0);
         let cases = [
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#, Some("max_tokens")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}"#, Some("max_tokens")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#, Some("temperature")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#, Some("top_p")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":[1]}"#, Some("stop")),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+                Some("temperature"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#,
+                Some("top_p"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":[1]}"#,
+                Some("stop"),
+            ),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#, Some("messages[0].role")),
-            (r#"{"model":"other","messages":[{"role":"user","content":"hi"}]}"#, Some("model")),
-            (r#"{"messages":[{"role":"user","content":"hi"}]}"#, Some("model")),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"other","messages":[{"role":"user","content":"hi"}]}"#,
+                Some("model"),
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+                Some("model"),
+            ),
             (r#"[1,2]"#, None),
             (r#"{"model":"m","#, None),
         ];
@@ -633,7 +674,19 @@ mod tests {
         let r = p(r#"{"model":"m","prompt":[1,2,3]}"#).unwrap();
         assert_eq!(r.prompt, PromptInput::Tokens(vec![1, 2, 3]));
         assert_eq!(r.max_tokens, Some(16));
-        assert_eq!(p(r#"{"model":"m","prompt":[1,20]}"#).unwrap_err().param.as_deref(), Some("prompt"));
-        assert_eq!(p(r#"{"model":"m","prompt":["a","b"]}"#).unwrap_err().param.as_deref(), Some("prompt"));
+        assert_eq!(
+            p(r#"{"model":"m","prompt":[1,20]}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            p(r#"{"model":"m","prompt":["a","b"]}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
     }
 }

@@ -1,0 +1,419 @@
+//! `decdec gpu-test`: every kernel against its CPU twin (decdec-core) on fresh random inputs,
+//! poisoned outputs, shapes with tails, f16 and bf16. Runs on a GPU machine, never in CI.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use decdec_core::quant::{pack, LutQuant, UniformQuant};
+use decdec_core::residual::Residual;
+use decdec_core::selection;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::gpu::{DevBuf, Dtype, Gpu};
+use crate::kargs;
+use crate::linear::{DecMode, GpuLinear, OutMode};
+use crate::repack::{LutRef, ResidualRef, UniformRef};
+
+pub struct Check {
+    pub name: String,
+    pub err: f64,
+    pub tol: f64,
+    pub pass: bool,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn add(&mut self, name: String, err: f64, tol: f64) {
+        let pass = err.is_finite() && err <= tol;
+        println!("{} {:<64} err {:.3e} (tol {:.0e})", if pass { "PASS" } else { "FAIL" }, name, err, tol);
+        self.checks.push(Check { name, err, tol, pass });
+    }
+    pub fn failures(&self) -> usize {
+        self.checks.iter().filter(|c| !c.pass).count()
+    }
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.checks {
+            let _ = writeln!(s, "{} {:<64} err {:.3e} (tol {:.0e})", if c.pass { "PASS" } else { "FAIL" }, c.name, c.err, c.tol);
+        }
+        let _ = writeln!(s, "{} checks, {} failed", self.checks.len(), self.failures());
+        s
+    }
+}
+
+/// ||a - b|| / ||b|| (NaN anywhere -> inf).
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        num += ((x - y) as f64).powi(2);
+        den += (y as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn tol(dt: Dtype) -> f64 {
+    match dt {
+        Dtype::F16 => 2e-3,
+        Dtype::Bf16 => 8e-3,
+    }
+}
+
+/// Upload activations rounded to `dt`; returns the buffer and the rounded values.
+fn upload_act(gpu: &Gpu, dt: Dtype, v: &[f32]) -> Result<(DevBuf, Vec<f32>)> {
+    let bits: Vec<u16> = v.iter().map(|&x| dt.to_bits(x)).collect();
+    let rounded = bits.iter().map(|&b| dt.from_bits(b)).collect();
+    // pad to 16 bytes so vector loads of the tail stay inside the allocation
+    let mut padded = bits.clone();
+    padded.resize(v.len().div_ceil(8) * 8 + 8, 0);
+    Ok((gpu.upload(&padded)?, rounded))
+}
+
+fn read_act(gpu: &Gpu, dt: Dtype, b: &DevBuf, n: usize) -> Result<Vec<f32>> {
+    let v: Vec<u16> = gpu.read_raw(b.ptr, n)?;
+    Ok(v.into_iter().map(|x| dt.from_bits(x)).collect())
+}
+
+fn randn(rng: &mut StdRng) -> f32 {
+    // Irwin-Hall approximation of a standard normal (enough for test data)
+    (0..4).map(|_| rng.random::<f32>()).sum::<f32>() * 1.732 - 3.464
+}
+
+pub fn random_uniform(rng: &mut StdRng, bits: u32, n: usize, k: usize, group_size: usize) -> Result<UniformQuant> {
+    let codes: Vec<u8> = (0..n * k).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect();
+    let ng = k.div_ceil(group_size);
+    Ok(UniformQuant {
+        bits,
+        group_size,
+        k,
+        n,
+        qweight: pack::pack(&codes, n, k, bits)?,
+        scales: (0..n * ng).map(|_| rng.random_range(0.002f32..0.03)).collect(),
+        zeros: (0..n * ng).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect(),
+    })
+}
+
+pub fn random_lut(rng: &mut StdRng, bits: u32, n: usize, k: usize) -> Result<LutQuant> {
+    let codes: Vec<u8> = (0..n * k).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect();
+    let mut lut: Vec<f32> = (0..n << bits).map(|_| randn(rng) * 0.03).collect();
+    for row in lut.chunks_mut(1 << bits) {
+        row.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    Ok(LutQuant { bits, k, n, qweight: pack::pack(&codes, n, k, bits)?, lut })
+}
+
+pub fn random_residual(rng: &mut StdRng, n: usize, k: usize) -> Residual {
+    let wpr = (n * 4).div_ceil(32);
+    let mut codes = vec![0u32; k * wpr];
+    for r in 0..k {
+        for c in 0..wpr * 8 {
+            let code = if c < n { rng.random_range(1u32..16) } else { 8 };
+            codes[r * wpr + c / 8] |= code << (4 * (c % 8));
+        }
+    }
+    Residual { bits: 4, k, n, words_per_row: wpr, codes, scales: (0..n).map(|_| rng.random_range(0.0005f32..0.003)).collect() }
+}
+
+/// Thresholds like calibration would give: t[j] = (j+1)-th largest |v| over a few random vectors.
+fn thresholds_like(rng: &mut StdRng, k: usize, spread: f32) -> Vec<f32> {
+    let mut best = vec![0f32; k];
+    for _ in 0..4 {
+        let mut v: Vec<f32> = (0..k).map(|_| (randn(rng) * spread).abs()).collect();
+        v.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        for (b, x) in best.iter_mut().zip(v) {
+            *b = b.max(x);
+        }
+    }
+    best
+}
+
+fn uref(q: &UniformQuant) -> UniformRef<'_> {
+    UniformRef { bits: q.bits, group_size: q.group_size, n: q.n, k: q.k, qweight: &q.qweight, scales: &q.scales, zeros: &q.zeros }
+}
+
+fn rref(r: &Residual) -> ResidualRef<'_> {
+    ResidualRef { bits: r.bits, n: r.n, k: r.k, residual: &r.codes, scales: &r.scales }
+}
+
+/// Run every check. `seed` = None draws a fresh seed (printed).
+pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    println!("gpu-test on {} (sm_{}{}), seed {seed}", gpu.name, gpu.cc.0, gpu.cc.1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rep = Report::default();
+    let dts = [Dtype::F16, Dtype::Bf16];
+
+    // ---------------- base GEMV: uniform ----------------
+    let shapes: &[(usize, usize)] = &[(4096, 1024), (576, 200), (2000, 77), (1000, 33), (14336, 48), (32, 16)];
+    for &(k, n) in shapes {
+        for bits in [3u32, 4] {
+            for dt in dts {
+                let q = random_uniform(&mut rng, bits, n, k, 128)?;
+                let lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
+                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+                let (xb, xr) = upload_act(gpu, dt, &xs)?;
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                let y = gpu.alloc(n * 2 + 16)?;
+                gpu.memset(&y, 0xff)?;
+                lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
+                gpu.check()?;
+                let got = read_act(gpu, dt, &y, n)?;
+                rep.add(format!("gemv uniform {bits}-bit g128 {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+            }
+        }
+    }
+    // other group sizes and the f32 output modes
+    for (gs, k, n) in [(64usize, 704usize, 96usize), (32, 300, 40), (256, 1280, 64)] {
+        for bits in [3u32, 4] {
+            let dt = Dtype::F16;
+            let q = random_uniform(&mut rng, bits, n, k, gs)?;
+            let lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
+            let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+            let (xb, xr) = upload_act(gpu, dt, &xs)?;
+            let mut want = vec![0f32; n];
+            q.gemv(&xr, &mut want);
+            let base: Vec<f32> = (0..n).map(|_| randn(&mut rng)).collect();
+            let y = gpu.upload(&base)?;
+            lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::AddF32, DecMode::Off)?;
+            let got: Vec<f32> = gpu.read(&y)?;
+            let got: Vec<f32> = got.iter().zip(&base).map(|(a, b)| a - b).collect();
+            rep.add(format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 += mode)"), rel_err(&got, &want), 1e-4);
+            gpu.memset(&y, 0xff)?;
+            lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::StoreF32, DecMode::Off)?;
+            let got: Vec<f32> = gpu.read(&y)?;
+            rep.add(format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 store)"), rel_err(&got, &want), 1e-4);
+        }
+    }
+
+    // ---------------- base GEMV: LUT ----------------
+    for &(k, n) in &[(4096usize, 512usize), (576, 200), (1000, 33)] {
+        for bits in [3u32, 4] {
+            for dt in dts {
+                let q = random_lut(&mut rng, bits, n, k)?;
+                let lin = GpuLinear::from_lut(gpu, &LutRef { bits, n, k, qweight: &q.qweight, lut: &q.lut })?;
+                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+                let (xb, xr) = upload_act(gpu, dt, &xs)?;
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                let y = gpu.alloc(n * 2 + 16)?;
+                gpu.memset(&y, 0xff)?;
+                lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
+                gpu.check()?;
+                let got = read_act(gpu, dt, &y, n)?;
+                rep.add(format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+            }
+        }
+    }
+
+    // ---------------- DEC: selection + fetch, both designs ----------------
+    for &(k, n) in &[(4096usize, 1024usize), (2500, 600), (14336, 512)] {
+        for dt in dts {
+            let q = random_uniform(&mut rng, 3, n, k, 128)?;
+            let mut lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
+            let res = random_residual(&mut rng, n, k);
+            let th = thresholds_like(&mut rng, k, 1.0);
+            lin.attach_residual(gpu, &rref(&res), &th)?;
+            for k_chunk in [4usize, 8, 32] {
+                for variant in 0..3 {
+                    let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+                    let (xb, xr) = upload_act(gpu, dt, &xs)?;
+                    let mut want = vec![0f32; n];
+                    q.gemv(&xr, &mut want);
+                    let mut rows = Vec::new();
+                    selection::select_bucket(&xr, &th, k_chunk, &mut rows);
+                    let acts: Vec<f32> = rows.iter().map(|&r| xr[r as usize]).collect();
+                    res.add_rows(&rows, &acts, &mut want);
+                    let (mode, label) = match variant {
+                        0 => (DecMode::Fused { k_chunk, n_dec: 4 }, "fused n_dec=4"),
+                        1 => (DecMode::Fused { k_chunk, n_dec: 64 }, "fused n_dec=64"),
+                        _ => (DecMode::Coop { k_chunk, n_tb: 32 }, "coop n_tb=32"),
+                    };
+                    let y = gpu.alloc(n * 2 + 16)?;
+                    gpu.memset(&y, 0xff)?;
+                    let sel = gpu.alloc(rows.len().max(1) * 4)?;
+                    gpu.memset(&sel, 0xff)?;
+                    lin.forward_dbg(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode, if variant < 2 { sel.ptr } else { 0 })?;
+                    gpu.check()?;
+                    let got = read_act(gpu, dt, &y, n)?;
+                    rep.add(format!("dec {label} k_chunk={k_chunk} {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+                    if variant < 2 && !rows.is_empty() {
+                        let gsel: Vec<u32> = gpu.read_raw(sel.ptr, rows.len())?;
+                        let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
+                        rep.add(format!("dec selection == select_bucket k_chunk={k_chunk} {k} {}", dt.suffix()), mism as f64, 0.0);
+                    }
+                }
+            }
+            // graph replays with new inputs in the same buffers (flags reset between calls)
+            let k_chunk = 8;
+            let (xb, _) = upload_act(gpu, dt, &vec![0.0; k])?;
+            let y = gpu.alloc(n * 2 + 16)?;
+            let graph = gpu.capture(|| lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Fused { k_chunk, n_dec: 16 }))?;
+            let mut worst = 0f64;
+            for _ in 0..3 {
+                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+                let bits: Vec<u16> = xs.iter().map(|&v| dt.to_bits(v)).collect();
+                let xr: Vec<f32> = bits.iter().map(|&b| dt.from_bits(b)).collect();
+                gpu.write(&xb, 0, &bits)?;
+                gpu.memset(&y, 0xff)?;
+                gpu.replay(&graph)?;
+                gpu.check()?;
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                let mut rows = Vec::new();
+                selection::select_bucket(&xr, &th, k_chunk, &mut rows);
+                let acts: Vec<f32> = rows.iter().map(|&r| xr[r as usize]).collect();
+                res.add_rows(&rows, &acts, &mut want);
+                worst = worst.max(rel_err(&read_act(gpu, dt, &y, n)?, &want));
+            }
+            rep.add(format!("dec fused in a CUDA graph, 3 replays {k}x{n} {}", dt.suffix()), worst, tol(dt));
+        }
+    }
+
+    // ---------------- decoder-step ops ----------------
+    for dt in dts {
+        ops_checks(gpu, dt, &mut rng, &mut rep)?;
+    }
+    Ok(rep)
+}
+
+fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
+    let sfx = dt.suffix();
+    // RMSNorm
+    for d in [288usize, 4096, 1000] {
+        let h: Vec<f32> = (0..d).map(|_| randn(rng) * 3.0).collect();
+        let w: Vec<f32> = (0..d).map(|_| 0.5 + rng.random::<f32>()).collect();
+        let mut want = vec![0f32; d];
+        decdec_core::ops::rms_norm(&h, &w, 1e-5, &mut want);
+        let (hb, wb) = (gpu.upload(&h)?, gpu.upload(&w)?);
+        let out = gpu.alloc(d * 2 + 16)?;
+        gpu.memset(&out, 0xff)?;
+        let (di, eps) = (d as i32, 1e-5f32);
+        unsafe { gpu.launch(&format!("rmsnorm_{sfx}"), 1, 1024, 0, kargs![&hb.ptr, &wb.ptr, &out.ptr, &di, &eps])? };
+        let got = read_act(gpu, dt, &out, d)?;
+        rep.add(format!("rmsnorm d={d} {sfx}"), rel_err(&got, &want), tol(dt));
+    }
+    // RoPE + KV append, attention (GQA)
+    for (nh, nkv, hd, pos) in [(8usize, 4usize, 64usize, 37usize), (32, 8, 128, 200), (6, 6, 48, 0)] {
+        let max_seq = 256;
+        let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32)).collect();
+        let qkv: Vec<f32> = (0..(nh + 2 * nkv) * hd).map(|_| randn(rng)).collect();
+        let (qkvb, qkvr) = upload_act(gpu, dt, &qkv)?;
+        let kc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+        let vc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+        let (kcb, mut kcr) = upload_act(gpu, dt, &kc_init)?;
+        let (vcb, mut vcr) = upload_act(gpu, dt, &vc_init)?;
+        let fb = gpu.upload(&inv_freq)?;
+        let pb = gpu.upload(&[pos as i32])?;
+        let (nhi, nkvi, hdi) = (nh as i32, nkv as i32, hd as i32);
+        unsafe {
+            gpu.launch(&format!("rope_kv_{sfx}"), (nh + 2 * nkv) as u32, 64, 0, kargs![&qkvb.ptr, &fb.ptr, &kcb.ptr, &vcb.ptr, &pb.ptr, &nhi, &nkvi, &hdi])?
+        };
+        // CPU twin
+        let mut q = qkvr[..nh * hd].to_vec();
+        let mut kk = qkvr[nh * hd..(nh + nkv) * hd].to_vec();
+        decdec_core::ops::rope_half_split(&mut q, hd, pos, &inv_freq);
+        decdec_core::ops::rope_half_split(&mut kk, hd, pos, &inv_freq);
+        let q: Vec<f32> = q.iter().map(|&v| dt.round(v)).collect();
+        let got_q = read_act(gpu, dt, &qkvb, nh * hd)?;
+        rep.add(format!("rope q nh={nh} hd={hd} pos={pos} {sfx}"), rel_err(&got_q, &q), tol(dt));
+        let base = pos * nkv * hd;
+        for i in 0..nkv * hd {
+            kcr[base + i] = dt.round(kk[i]);
+            vcr[base + i] = qkvr[(nh + nkv) * hd + i];
+        }
+        let got_k = read_act(gpu, dt, &kcb, max_seq * nkv * hd)?;
+        rep.add(format!("rope k -> cache nkv={nkv} pos={pos} {sfx}"), rel_err(&got_k, &kcr), tol(dt));
+        let got_v = read_act(gpu, dt, &vcb, max_seq * nkv * hd)?;
+        rep.add(format!("v -> cache nkv={nkv} pos={pos} {sfx}"), rel_err(&got_v, &vcr), 0.0);
+        // attention over positions 0..=pos with the rotated q from the GPU
+        let scale = 1.0 / (hd as f32).sqrt();
+        let out = gpu.alloc(nh * hd * 2 + 16)?;
+        gpu.memset(&out, 0xff)?;
+        unsafe {
+            gpu.launch(&format!("attn_decode_{sfx}"), nh as u32, 256, (max_seq * 4) as u32, kargs![&qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &pb.ptr, &nhi, &nkvi, &hdi, &scale])?
+        };
+        let got = read_act(gpu, dt, &out, nh * hd)?;
+        let mut want = vec![0f32; nh * hd];
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            let mut s: Vec<f32> = (0..=pos)
+                .map(|j| (0..hd).map(|i| got_q[h * hd + i] * kcr[(j * nkv + kvh) * hd + i]).sum::<f32>() * scale)
+                .collect();
+            decdec_core::ops::softmax(&mut s);
+            for i in 0..hd {
+                want[h * hd + i] = (0..=pos).map(|j| s[j] * vcr[(j * nkv + kvh) * hd + i]).sum();
+            }
+        }
+        rep.add(format!("attention nh={nh} nkv={nkv} hd={hd} len={} {sfx}", pos + 1), rel_err(&got, &want), tol(dt));
+    }
+    // SiLU * up
+    for f in [768usize, 1000] {
+        let gu: Vec<f32> = (0..2 * f).map(|_| randn(rng) * 2.0).collect();
+        let (gb, gr) = upload_act(gpu, dt, &gu)?;
+        let out = gpu.alloc(f * 2 + 16)?;
+        gpu.memset(&out, 0xff)?;
+        let fi = f as i32;
+        unsafe { gpu.launch(&format!("silu_mul_{sfx}"), (f as u32).div_ceil(256), 256, 0, kargs![&gb.ptr, &out.ptr, &fi])? };
+        let mut g = gr[..f].to_vec();
+        decdec_core::ops::silu_mul(&mut g, &gr[f..]);
+        rep.add(format!("silu*up f={f} {sfx}"), rel_err(&read_act(gpu, dt, &out, f)?, &g), tol(dt));
+    }
+    // embedding
+    {
+        let (vocab, d) = (50usize, 96usize);
+        let e: Vec<f32> = (0..vocab * d).map(|_| randn(rng)).collect();
+        let (eb, er) = upload_act(gpu, dt, &e)?;
+        let tok = 17i32;
+        let tb = gpu.upload(&[tok])?;
+        let h = gpu.alloc(d * 4)?;
+        gpu.memset(&h, 0xff)?;
+        let di = d as i32;
+        unsafe { gpu.launch(&format!("embed_{sfx}"), 1, 128, 0, kargs![&eb.ptr, &tb.ptr, &h.ptr, &di])? };
+        let got: Vec<f32> = gpu.read(&h)?;
+        rep.add(format!("embedding {sfx}"), rel_err(&got, &er[17 * d..18 * d]), 0.0);
+    }
+    // dense GEMV (lm_head / 16-bit baseline)
+    for (k, n) in [(288usize, 512usize), (4096, 1000), (1000, 7)] {
+        let w: Vec<f32> = (0..n * k).map(|_| randn(rng) * 0.05).collect();
+        let xs: Vec<f32> = (0..k).map(|_| randn(rng)).collect();
+        let (wb, wr) = upload_act(gpu, dt, &w)?;
+        let (xb, xr) = upload_act(gpu, dt, &xs)?;
+        let mut want = vec![0f32; n];
+        decdec_core::ops::gemv(&wr, &xr, &mut want);
+        let y = gpu.alloc(n * 4)?;
+        gpu.memset(&y, 0xff)?;
+        let (ni, ki, mode) = (n as i32, k as i32, 2i32);
+        if k % 8 != 0 {
+            bail!("dense GEMV test shape needs K % 8 == 0");
+        }
+        unsafe { gpu.launch(&format!("dense_gemv_{sfx}"), (n as u32).div_ceil(8), 256, 0, kargs![&wb.ptr, &xb.ptr, &y.ptr, &ni, &ki, &mode])? };
+        let got: Vec<f32> = gpu.read(&y)?;
+        rep.add(format!("dense gemv {k}x{n} {sfx} (f32 out)"), rel_err(&got, &want), 1e-5);
+    }
+    // argmax with a tie (lowest index must win)
+    {
+        let n = 128_256usize;
+        let mut v: Vec<f32> = (0..n).map(|_| randn(rng)).collect();
+        let i1 = rng.random_range(0..n / 2);
+        let i2 = i1 + rng.random_range(1..n / 2);
+        v[i1] = 100.0;
+        v[i2] = 100.0;
+        let vb = gpu.upload(&v)?;
+        let ob = gpu.upload(&[-1i32])?;
+        let ni = n as i32;
+        unsafe { gpu.launch("argmax_f32", 1, 1024, 0, kargs![&vb.ptr, &ni, &ob.ptr])? };
+        let got: Vec<i32> = gpu.read(&ob)?;
+        rep.add(format!("argmax n={n} (tie -> lowest index) {sfx}"), if got[0] as usize == i1 { 0.0 } else { 1.0 }, 0.0);
+    }
+    Ok(())
+}

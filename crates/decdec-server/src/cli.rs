@@ -1,0 +1,281 @@
+//! `decdec serve` and `decdec chat`: clap arguments and entry points for the decdec binary.
+
+use crate::chat::{chat_loop, ChatOptions, HELP};
+use crate::server::{start, ServerOptions};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use decdec_core::selection::SelectMethod;
+use decdec_model::generate::GenerateParams;
+use decdec_model::sampling::SamplingParams;
+use decdec_model::{CpuEngine, Engine, LoadOptions, LoadedModel, Model, Tokenizer};
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// tokenizer.json to use instead of the one beside the model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Name clients send as `model` (default: the model directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests that may wait behind the running one; further requests get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Context length (KV cache positions; default: the model's, capped at 4096).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Error compensation budget: salient channels per 1024 input channels, one value for all
+    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
+    #[arg(long, value_parser = parse_k_chunk)]
+    pub k_chunk: Option<[usize; 4]>,
+    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
+    #[arg(long, default_value = "bucket")]
+    pub select: SelectMethod,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ChatArgs {
+    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// tokenizer.json to use instead of the one beside the model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// System message placed before the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Context length (default: the model's, capped at 4096).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Error compensation budget: salient channels per 1024 input channels, one value for all
+    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
+    #[arg(long, value_parser = parse_k_chunk)]
+    pub k_chunk: Option<[usize; 4]>,
+    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
+    #[arg(long, default_value = "bucket")]
+    pub select: SelectMethod,
+}
+
+fn init_threads(n: Option<usize>) -> Result<()> {
+    if let Some(n) = n {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the thread pool")?;
+    }
+    Ok(())
+}
+
+/// `8` or `4,4,8,8` (qkv, o, gate-up, down); each at most the chunk size 1024.
+pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
+    let vals: Vec<usize> = s
+        .split(',')
+        .map(str::trim)
+        .map(|p| {
+            p.parse::<usize>()
+                .map_err(|_| format!("'{p}' is not a non-negative integer"))
+        })
+        .collect::<Result<_, _>>()?;
+    let out = match vals.as_slice() {
+        [v] => [*v; 4],
+        [a, b, c, d] => [*a, *b, *c, *d],
+        _ => {
+            return Err(format!(
+                "expected one value or four (qkv,o,gu,d), got {}",
+                vals.len()
+            ))
+        }
+    };
+    if let Some(v) = out.iter().find(|&&v| v > 1024) {
+        return Err(format!("{v} exceeds the chunk size 1024"));
+    }
+    Ok(out)
+}
+
+/// The k_chunk each projection group of `model` runs with (`None` when no linear has residuals),
+/// so /metrics reports the model's own defaults as well as `--k-chunk`.
+pub fn effective_k_chunk(model: &Model) -> Option<[usize; 4]> {
+    let mut k = [0usize; 4];
+    let mut any = false;
+    for layer in &model.layers {
+        for lin in layer.linears() {
+            if let Some(dec) = &lin.dec {
+                let g = lin.proj.group().index();
+                k[g] = k[g].max(dec.config.k_chunk);
+                any = true;
+            }
+        }
+    }
+    any.then_some(k)
+}
+
+/// Open the model and apply `--k-chunk` / `--select` to its compensated linears.
+fn open_model(
+    model: &Path,
+    tokenizer: &Option<PathBuf>,
+    k_chunk: Option<[usize; 4]>,
+    select: SelectMethod,
+) -> Result<LoadedModel> {
+    let mut lm = decdec_model::open(
+        model,
+        &LoadOptions {
+            tokenizer: tokenizer.clone(),
+        },
+    )?;
+    if let Some(k) = k_chunk {
+        if !lm.model.has_dec() && k.iter().any(|&v| v > 0) {
+            bail!(
+                "--k-chunk: {} has no residuals; error compensation needs a model made by `decdec quantize`",
+                model.display()
+            );
+        }
+        lm.model.configure_dec(k, select, 0).context("--k-chunk")?;
+    }
+    Ok(lm)
+}
+
+fn check_ctx(ctx: Option<usize>) -> Result<()> {
+    if ctx == Some(0) {
+        bail!("--ctx must be at least 1");
+    }
+    Ok(())
+}
+
+/// Default served name: the model directory's (or file's) name.
+pub fn default_model_name(path: &Path) -> String {
+    let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "decdec".to_string())
+}
+
+/// Serve `engine` until Ctrl-C (the lead's CUDA engine plugs in here).
+pub fn serve_blocking(
+    engine: Box<dyn Engine>,
+    tokenizer: Tokenizer,
+    opts: ServerOptions,
+    addr: SocketAddr,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let backend = engine.backend();
+        let ctx = engine.max_seq_len();
+        let model_name = opts.model_name.clone();
+        let handle = start(engine, tokenizer, opts, addr).await?;
+        eprintln!(
+            "decdec serve: `{model_name}` on {backend} (context {ctx}) at http://{}/v1 (Ctrl-C stops)",
+            handle.addr()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")?;
+        eprintln!("decdec serve: stopping");
+        handle.shutdown().await
+    })
+}
+
+pub fn run_serve(args: ServeArgs) -> Result<()> {
+    check_ctx(args.ctx)?;
+    if args.max_queue == 0 {
+        bail!("--max-queue must be at least 1");
+    }
+    let addr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("--host {} --port {}: not an address", args.host, args.port))?
+        .next()
+        .with_context(|| format!("--host {}: no address found", args.host))?;
+    init_threads(args.threads)?;
+    let lm = open_model(&args.model, &args.tokenizer, args.k_chunk, args.select)?;
+    let k_chunk = effective_k_chunk(&lm.model);
+    let engine: Box<dyn Engine> = Box::new(CpuEngine::new(Arc::new(lm.model), args.ctx));
+    let opts = ServerOptions {
+        model_name: args
+            .model_name
+            .clone()
+            .unwrap_or_else(|| default_model_name(&args.model)),
+        max_queue: args.max_queue,
+        max_body_bytes: args.max_body_bytes,
+        k_chunk,
+    };
+    serve_blocking(engine, lm.tokenizer, opts, addr)
+}
+
+pub fn run_chat(args: ChatArgs) -> Result<()> {
+    check_ctx(args.ctx)?;
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed.unwrap_or_else(rand::random),
+    };
+    sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid flag: {e}"))?;
+    init_threads(args.threads)?;
+    let lm = open_model(&args.model, &args.tokenizer, args.k_chunk, args.select)?;
+    let mut engine = CpuEngine::new(Arc::new(lm.model), args.ctx);
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "decdec chat: {} on {} — {HELP}",
+            default_model_name(&args.model),
+            engine.backend()
+        );
+    }
+    let opts = ChatOptions {
+        system: args.system.clone(),
+        params: GenerateParams {
+            max_tokens: args.max_tokens,
+            sampling,
+            stop: Vec::new(),
+        },
+        show_prompt: interactive,
+    };
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout();
+    chat_loop(&mut engine, &lm.tokenizer, &opts, &mut input, &mut out)
+}
