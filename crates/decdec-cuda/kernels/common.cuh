@@ -20,7 +20,7 @@ template <> struct Dt<__nv_bfloat16> {
 __device__ __forceinline__ u32 lop3_and_or(u32 a, u32 mask, u32 magic) {
     u32 r;
     // r = (a & mask) | magic, one LOP3 instruction.
-    asm volatile("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));
     return r;
 }
 
@@ -28,16 +28,25 @@ __device__ __forceinline__ u32 lop3_and_or(u32 a, u32 mask, u32 magic) {
 template <typename T> __device__ __forceinline__ u32 fma2(u32 a, u32 b, u32 c);
 template <> __device__ __forceinline__ u32 fma2<__half>(u32 a, u32 b, u32 c) {
     u32 r;
-    asm volatile("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
 }
 template <> __device__ __forceinline__ u32 fma2<__nv_bfloat16>(u32 a, u32 b, u32 c) {
     u32 r;
-    asm volatile("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
 }
 
-// Both lanes = v (small exact constants only).
+// Both lanes = v, for compile-time constants: bit patterns (the conversion intrinsics are not folded).
+template <typename T> struct K2;
+template <> struct K2<__half> {
+    static constexpr u32 one = 0x3C003C00u, eighth = 0x30003000u, sixteenth = 0x2C002C00u, s64 = 0x24002400u;
+};
+template <> struct K2<__nv_bfloat16> {
+    static constexpr u32 one = 0x3F803F80u, eighth = 0x3E003E00u, sixteenth = 0x3D803D80u, s64 = 0x3C803C80u;
+};
+
+// Both lanes = v (run-time values).
 template <typename T> __device__ __forceinline__ u32 splat2(float v);
 template <> __device__ __forceinline__ u32 splat2<__half>(float v) {
     __half h = __float2half_rn(v);
@@ -55,7 +64,7 @@ template <typename T>
 __device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1);
 template <>
 __device__ __forceinline__ void mma16816<__half>(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -64,7 +73,7 @@ __device__ __forceinline__ void mma16816<__half>(float* c, u32 a0, u32 a1, u32 a
 template <>
 __device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
                                                         u32 b1) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])

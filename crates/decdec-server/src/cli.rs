@@ -186,7 +186,24 @@ pub fn default_model_name(path: &Path) -> String {
         .unwrap_or_else(|| "decdec".to_string())
 }
 
-/// Serve `engine` until Ctrl-C (the lead's CUDA engine plugs in here).
+/// Ctrl-C, or SIGTERM (what service managers and `docker stop` send).
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+/// Serve `engine` until Ctrl-C or SIGTERM (the lead's CUDA engine plugs in here).
 pub fn serve_blocking(
     engine: Box<dyn Engine>,
     tokenizer: Tokenizer,
@@ -206,10 +223,10 @@ pub fn serve_blocking(
             "decdec serve: `{model_name}` on {backend} (context {ctx}) at http://{}/v1 (Ctrl-C stops)",
             handle.addr()
         );
-        tokio::signal::ctrl_c()
+        wait_for_stop_signal()
             .await
-            .context("cannot listen for Ctrl-C")?;
-        eprintln!("decdec serve: stopping");
+            .context("cannot listen for Ctrl-C / SIGTERM")?;
+        eprintln!("decdec serve: stopping (finishing queued requests)");
         handle.shutdown().await
     })
 }
