@@ -128,19 +128,29 @@ pub fn spawn(
         .name("decdec-engine".into())
         .spawn(move || {
             while let Some(job) = queue.pop() {
-                run_job(engine.as_mut(), &tokenizer, &metrics, job);
+                let last = run_job(engine.as_mut(), &tokenizer, &metrics, &job);
                 metrics.set_dec_counters(engine.dec_counters());
                 queue.finish();
+                // Bookkeeping first, so a client holding its answer sees the server idle.
+                if let Some(ev) = last {
+                    let _ = job.events.send(ev);
+                }
             }
         })
 }
 
-fn run_job(engine: &mut dyn Engine, tokenizer: &Tokenizer, metrics: &Metrics, job: Job) {
+/// Run one job, streaming its deltas; returns the final event (none if the client already left).
+fn run_job(
+    engine: &mut dyn Engine,
+    tokenizer: &Tokenizer,
+    metrics: &Metrics,
+    job: &Job,
+) -> Option<Event> {
     let queue_wait = job.enqueued.elapsed().as_secs_f64();
     if job.events.is_closed() {
         // The client left while waiting: do not spend the engine on it.
         metrics.record_outcome(job.endpoint, "cancelled");
-        return;
+        return None;
     }
     let events = &job.events;
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -155,25 +165,23 @@ fn run_job(engine: &mut dyn Engine, tokenizer: &Tokenizer, metrics: &Metrics, jo
             },
         )
     }));
-    match result {
+    Some(match result {
         Ok(Ok(out)) => {
             let outcome = match out.finish_reason {
                 decdec_model::generate::FinishReason::Cancelled => "cancelled",
                 _ => "ok",
             };
             metrics.record_generation(job.endpoint, outcome, queue_wait, &out);
-            let _ = events.send(Event::Done(Box::new(out)));
+            Event::Done(Box::new(out))
         }
         Ok(Err(e)) => {
             metrics.record_outcome(job.endpoint, "error");
-            let _ = events.send(Event::Failed(format!("generation failed: {e:#}")));
+            Event::Failed(format!("generation failed: {e:#}"))
         }
         Err(_) => {
             // The next job resets the KV cache (generate truncates to 0), so the engine stays usable.
             metrics.record_outcome(job.endpoint, "error");
-            let _ = events.send(Event::Failed(
-                "internal error: the engine panicked on this request".into(),
-            ));
+            Event::Failed("internal error: the engine panicked on this request".into())
         }
-    }
+    })
 }
