@@ -240,16 +240,15 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                     };
                     let y = gpu.alloc(n * 2 + 16)?;
                     gpu.memset(&y, 0xff)?;
-                    let sel = gpu.alloc(rows.len().max(1) * 4)?;
-                    gpu.memset(&sel, 0xff)?;
-                    lin.forward_dbg(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode, if variant < 2 { sel.ptr } else { 0 })?;
+                    gpu.memset(&lin.dec.as_ref().unwrap().sel_idx, 0xff)?;
+                    lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode)?;
                     gpu.check()?;
                     let got = read_act(gpu, dt, &y, n)?;
                     rep.add(format!("dec {label} k_chunk={k_chunk} {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
-                    if variant < 2 && !rows.is_empty() {
-                        let gsel: Vec<u32> = gpu.read_raw(sel.ptr, rows.len())?;
+                    if !rows.is_empty() {
+                        let gsel = lin.last_selection(gpu, rows.len())?;
                         let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
-                        rep.add(format!("dec selection == select_bucket k_chunk={k_chunk} {k} {}", dt.suffix()), mism as f64, 0.0);
+                        rep.add(format!("dec {label} selection == select_bucket k_chunk={k_chunk} {k} {}", dt.suffix()), mism as f64, 0.0);
                     }
                 }
             }

@@ -25,6 +25,7 @@ pub struct GemvArgs {
     pub kc: i32,
     pub gp: i32,
     pub out_mode: i32,
+    pub split: i32,
 }
 
 /// Kernel argument block, must match `DecArgs` in gemv.cu.
@@ -34,9 +35,11 @@ pub struct DecArgs {
     pub res: u64,
     pub rscale: u64,
     pub dvec: u64,
-    pub flags: u64,
-    pub consumed: u64,
-    pub dbg_sel: u64,
+    pub bvec: u64,
+    pub slice_cnt: u64,
+    pub sel_sync: u64,
+    pub sel_idx: u64,
+    pub sel_val: u64,
     pub a: f32,
     pub b: f32,
     pub k_chunk: i32,
@@ -65,8 +68,14 @@ pub struct DecStore {
     pub host: HostMapped,
     pub rscale: DevBuf,
     pub dvec: DevBuf,
-    pub flags: DevBuf,
-    pub consumed: DevBuf,
+    pub bvec: DevBuf,
+    pub slice_cnt: DevBuf,
+    pub sel_sync: DevBuf,
+    /// selected channels / activations of the last call (chunk-major, ascending within a chunk)
+    pub sel_idx: DevBuf,
+    pub sel_val: DevBuf,
+    /// grid barrier of the cooperative variant
+    pub bar: DevBuf,
     /// calibrated thresholds, length K (non-increasing)
     pub thresholds: Vec<f32>,
     pub words_per_row: usize,
@@ -97,8 +106,6 @@ pub struct GpuLinear {
     /// uniform: scale|zero words; LUT: f32 [N][2^bits]
     pub params: DevBuf,
     pub dec: Option<DecStore>,
-    /// scratch of the cooperative variant: selected ids, values, barrier
-    coop: Option<(DevBuf, DevBuf, DevBuf)>,
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -109,12 +116,12 @@ pub fn dec_total_rows(k: usize, k_chunk: usize) -> usize {
 impl GpuLinear {
     pub fn from_uniform(gpu: &Gpu, q: &UniformRef) -> Result<GpuLinear> {
         let (shape, qw, sz) = repack::tile_uniform(q)?;
-        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None, coop: None })
+        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None })
     }
 
     pub fn from_lut(gpu: &Gpu, q: &LutRef) -> Result<GpuLinear> {
         let (shape, qw) = repack::tile_lut(q)?;
-        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None, coop: None })
+        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None })
     }
 
     /// A linear with random codes and parameters generated on the GPU (benchmarks, synthetic models).
@@ -137,7 +144,7 @@ impl GpuLinear {
                 b
             }
         };
-        Ok(GpuLinear { format, shape, qw, params, dec: None, coop: None })
+        Ok(GpuLinear { format, shape, qw, params, dec: None })
     }
 
     /// Attach a canonical 4-bit residual (copied into mapped pinned host memory) and thresholds.
@@ -182,19 +189,41 @@ impl GpuLinear {
     fn install_dec(&mut self, gpu: &Gpu, host: HostMapped, rscale: DevBuf, thresholds: Vec<f32>) -> Result<()> {
         let n = self.shape.n;
         let ns = DecStore::n_slices(n);
-        let k = self.shape.k;
+        let max_rows = dec_total_rows(self.shape.k, 1024).max(1);
+        let padded = n.div_ceil(SLICE_COLS) * SLICE_COLS * 4;
         self.dec = Some(DecStore {
             host,
             rscale,
-            dvec: gpu.alloc_zeroed(n.div_ceil(SLICE_COLS) * SLICE_COLS * 4)?,
-            flags: gpu.alloc_zeroed(ns * 4)?,
-            consumed: gpu.alloc_zeroed(ns * 4)?,
+            dvec: gpu.alloc_zeroed(padded)?,
+            bvec: gpu.alloc_zeroed(padded)?,
+            slice_cnt: gpu.alloc_zeroed(ns * 4)?,
+            sel_sync: gpu.alloc_zeroed(16)?,
+            sel_idx: gpu.alloc_zeroed(max_rows * 4)?,
+            sel_val: gpu.alloc_zeroed(max_rows * 4)?,
+            bar: gpu.alloc_zeroed(16)?,
             thresholds,
             words_per_row: (n * 4).div_ceil(32),
         });
-        let max_rows = dec_total_rows(k, 1024).max(1);
-        self.coop = Some((gpu.alloc_zeroed(max_rows * 4)?, gpu.alloc_zeroed(max_rows * 4)?, gpu.alloc_zeroed(16)?));
         Ok(())
+    }
+
+    /// Selected channels of the last DEC call (`rows` entries).
+    pub fn last_selection(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
+        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        gpu.read_raw(d.sel_idx.ptr, rows)
+    }
+
+    /// Warps per row tile: enough warps to fill the GPU (~16 per SM), no more splits than chunks.
+    pub fn split_for(&self, sms: i32) -> usize {
+        if self.format == Format::Lut {
+            return 8;
+        }
+        let want = sms.max(1) as usize * 16;
+        let mut s = 1;
+        while s < 8 && self.shape.n_tiles * s < want && s * 2 <= self.shape.kc.max(1) {
+            s *= 2;
+        }
+        s
     }
 
     fn kernel_name(&self, dt: Dtype) -> String {
@@ -204,7 +233,7 @@ impl GpuLinear {
         }
     }
 
-    fn gemv_args(&self, x: u64, y: u64, out: OutMode) -> GemvArgs {
+    fn gemv_args(&self, x: u64, y: u64, out: OutMode, split: usize) -> GemvArgs {
         let s = &self.shape;
         GemvArgs {
             qw: self.qw.ptr,
@@ -217,10 +246,11 @@ impl GpuLinear {
             kc: s.kc as i32,
             gp: s.gp as i32,
             out_mode: out as i32,
+            split: split as i32,
         }
     }
 
-    fn dec_args(&self, k_chunk: usize, n_dec: usize, dbg_sel: u64) -> Result<DecArgs> {
+    fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
         let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("DEC requested on a linear without residuals"))?;
         let ktot = dec_total_rows(self.shape.k, k_chunk);
         if ktot == 0 {
@@ -233,9 +263,11 @@ impl GpuLinear {
             res: d.host.dev,
             rscale: d.rscale.ptr,
             dvec: d.dvec.ptr,
-            flags: d.flags.ptr,
-            consumed: d.consumed.ptr,
-            dbg_sel,
+            bvec: d.bvec.ptr,
+            slice_cnt: d.slice_cnt.ptr,
+            sel_sync: d.sel_sync.ptr,
+            sel_idx: d.sel_idx.ptr,
+            sel_val: d.sel_val.ptr,
             a: d.thresholds[0],
             // the lower anchor is indexed by the global count floor(k_chunk * K / 1024)
             b: d.thresholds[(k_chunk * self.shape.k / 1024).max(1) - 1],
@@ -250,30 +282,25 @@ impl GpuLinear {
                 Format::Lut => 16 * (1usize << (2 * self.shape.bits)) * 4,
                 Format::Uniform => 0,
             };
-        let dec = if dec_rows > 0 { 8 * SLICE_COLS * 4 + dec_rows * 8 } else { 0 };
+        let dec = if dec_rows > 0 { 8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8 } else { 0 };
         gemv.max(dec) as u32
     }
 
     /// y = W x (+ DEC), queued on the main stream. `x`, `y` are raw device addresses.
     pub fn forward(&self, gpu: &Gpu, dt: Dtype, x: u64, y: u64, out: OutMode, dec: DecMode) -> Result<()> {
-        self.forward_dbg(gpu, dt, x, y, out, dec, 0)
-    }
-
-    /// As [`GpuLinear::forward`]; `dbg_sel` (device int buffer or 0) receives the fused selection.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_dbg(&self, gpu: &Gpu, dt: Dtype, x: u64, y: u64, out: OutMode, dec: DecMode, dbg_sel: u64) -> Result<()> {
-        let g = self.gemv_args(x, y, out);
-        let tiles = self.shape.n_tiles as u32;
+        let split = self.split_for(gpu.sms);
+        let g = self.gemv_args(x, y, out, split);
+        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
         let name = self.kernel_name(dt);
         match dec {
             DecMode::Off => {
                 let d = DecArgs::default();
-                unsafe { gpu.launch(&name, tiles, NTHREADS, self.smem_bytes(0), kargs![&g, &d]) }
+                unsafe { gpu.launch(&name, blocks, NTHREADS, self.smem_bytes(0), kargs![&g, &d]) }
             }
             DecMode::Fused { k_chunk, n_dec } => {
-                let d = self.dec_args(k_chunk, n_dec, dbg_sel)?;
+                let d = self.dec_args(k_chunk, n_dec)?;
                 let rows = dec_total_rows(self.shape.k, k_chunk);
-                let grid = tiles + d.n_dec as u32;
+                let grid = blocks + d.n_dec as u32;
                 unsafe { gpu.launch(&name, grid, NTHREADS, self.smem_bytes(rows), kargs![&g, &d]) }
             }
             DecMode::Coop { k_chunk, n_tb } => {
@@ -284,11 +311,9 @@ impl GpuLinear {
                 if out != OutMode::Store {
                     bail!("the cooperative DEC variant only supports OutMode::Store");
                 }
-                let mut d = self.dec_args(k_chunk, 0, 0)?;
-                d.n_dec = 0;
-                let (sel, val, bar) = self.coop.as_ref().expect("coop scratch exists with DEC");
+                let nd = DecArgs { n_dec: 0, ..self.dec_args(k_chunk, 0)? };
+                let bar = self.dec.as_ref().expect("dec_args checked").bar.ptr;
                 let (n, k) = (self.shape.n as i32, self.shape.k as i32);
-                let nd = DecArgs { n_dec: 0, ..d };
                 gpu.fork()?;
                 unsafe {
                     gpu.launch_cooperative_on(
@@ -297,13 +322,13 @@ impl GpuLinear {
                         n_tb as u32,
                         NTHREADS,
                         self.smem_bytes(rows),
-                        kargs![&x, &n, &k, &nd, &sel.ptr, &val.ptr, &bar.ptr],
+                        kargs![&x, &n, &k, &nd, &bar],
                     )?;
                     let off = DecArgs::default();
-                    gpu.launch(&name, tiles, NTHREADS, self.smem_bytes(0), kargs![&g, &off])?;
+                    gpu.launch(&name, blocks, NTHREADS, self.smem_bytes(0), kargs![&g, &off])?;
                 }
                 gpu.join()?;
-                let dvec = self.dec.as_ref().unwrap().dvec.ptr;
+                let dvec = nd.dvec;
                 unsafe {
                     gpu.launch(&format!("add_dvec_{}", dt.suffix()), (n as u32).div_ceil(256), 256, 0, kargs![&y, &dvec, &n])
                 }

@@ -273,3 +273,64 @@ fn llama3_rope_scaling_follows_the_reference_formula() {
         "the highest frequency is untouched"
     );
 }
+
+/// The same model saved as two bf16/f16 shards with an index loads as the rounded weights.
+#[test]
+fn sharded_half_precision_checkpoints_load() {
+    let t = llama_tensors(5, false);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_model(a.path(), "llama", &t, serde_json::json!({}));
+    // Reference: f32 weights rounded through bf16 / f16 exactly as the shards store them.
+    let names: Vec<&String> = t.keys().collect();
+    let half = names.len() / 2;
+    let mut rounded = Tensors::new();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard_names) in [&names[..half], &names[half..]].iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let mut bufs = Vec::new();
+        for &name in shard_names.iter() {
+            let (shape, data) = &t[name];
+            let (dtype, bytes, back): (_, Vec<u8>, Vec<f32>) = if i == 0 {
+                let h: Vec<half::bf16> = data.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                (
+                    safetensors::Dtype::BF16,
+                    h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    h.iter().map(|v| v.to_f32()).collect(),
+                )
+            } else {
+                let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                (
+                    safetensors::Dtype::F16,
+                    h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    h.iter().map(|v| v.to_f32()).collect(),
+                )
+            };
+            rounded.insert(name.clone(), (shape.clone(), back));
+            weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
+            bufs.push((name.clone(), dtype, shape.clone(), bytes));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bufs
+            .iter()
+            .map(|(n, d, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &b.path().join(&file)).unwrap();
+    }
+    write_model(a.path(), "llama", &rounded, serde_json::json!({}));
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(a.path().join(f), b.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        b.path().join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    let lm = open(b.path(), &LoadOptions::default()).unwrap();
+    assert!(lm.dtypes.values().any(|d| d == "BF16"));
+    assert!(lm.dtypes.values().any(|d| d == "F16"));
+    assert!(max_diff(&prefill_logits(a.path()), &prefill_logits(b.path())) < 1e-5);
+}
