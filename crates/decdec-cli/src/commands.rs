@@ -28,6 +28,10 @@ pub enum Command {
     Ppl(PplArgs),
     /// Show a model's architecture, dimensions, parameters and tensors.
     Inspect(InspectArgs),
+    /// OpenAI-compatible HTTP server (chat and text completions, streaming, /metrics).
+    Serve(decdec_server::ServeArgs),
+    /// Interactive terminal chat with history (/reset, /exit).
+    Chat(decdec_server::ChatArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -150,6 +154,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd_generate(a),
         Command::Ppl(a) => cmd_ppl(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Serve(a) => decdec_server::run_serve(a),
+        Command::Chat(a) => decdec_server::run_chat(a),
         Command::Bench(BenchCommand::Cpu(a)) => cmd_bench_cpu(a),
     }
 }

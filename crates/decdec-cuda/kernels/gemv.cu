@@ -344,6 +344,7 @@ struct DecArgs {
     float a, b;           // bucket anchors thresholds[0], thresholds[kk-1]
     int k_chunk;
     int n_dec;            // number of DEC blocks at the front of the grid (0 = no DEC)
+    long long* dbg_t;     // optional: clock64 stamps of DEC block 0 / GEMV block 0 phases
 };
 
 struct GemvArgs {
@@ -428,51 +429,57 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     }
 
     float acc_g = 0.f, acc_8 = 0.f;
-    float cl[4] = {0.f, 0.f, 0.f, 0.f};  // LUT: one accumulator over all K
-    if (rt < n_tiles) {
-        const uint4* qbase = g.qw + (size_t)rt * g.KC * U * 32 + lane;
-        const u32* szbase = g.sz + (size_t)rt * g.GP * TILE + gq;
-        uint4 w0[U], w1[U], w2[U];
-        u32 s0[2 * GPC], s1[2 * GPC], s2[2 * GPC];
-        auto load = [&](int c, uint4* w, u32* sc) {
-            if (c < g.KC) {
+    float cl[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // LUT: accumulators over all K
+    const uint4* qbase = g.qw + (size_t)rt * g.KC * U * 32 + lane;
+    const u32* szbase = g.sz + (size_t)rt * g.GP * TILE + gq;
+    uint4 w0[U], w1[U], w2[U];
+    u32 s0[2 * GPC], s1[2 * GPC], s2[2 * GPC];
+    const bool live = rt < n_tiles;
+    auto load = [&](int c, uint4* w, u32* sc) {
+        if (live && c < g.KC) {
 #pragma unroll
-                for (int i = 0; i < U; i++) w[i] = ldg_stream(qbase + ((size_t)c * U + i) * 32);
-                if constexpr (!LUT) {
+            for (int i = 0; i < U; i++) w[i] = ldg_stream(qbase + ((size_t)c * U + i) * 32);
+            if constexpr (!LUT) {
 #pragma unroll
-                    for (int gi = 0; gi < GPC; gi++) {
-                        sc[2 * gi] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE);
-                        sc[2 * gi + 1] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE + 8);
-                    }
+                for (int gi = 0; gi < GPC; gi++) {
+                    sc[2 * gi] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE);
+                    sc[2 * gi + 1] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE + 8);
                 }
             }
-        };
-        int c = split;
-        load(c, w0, s0);
-        load(c + S, w1, s1);
-        for (; c < g.KC; c += S) {
+        }
+    };
+    // weights first (longest latency), then stage x in shared memory while they are in flight
+    load(split, w0, s0);
+    load(split + S, w1, s1);
+    uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
+    for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
+    __syncthreads();
+    if (live) {
+        for (int c = split; c < g.KC; c += S) {
             load(c + 2 * S, w2, s2);
             const u32* wv = reinterpret_cast<const u32*>(w0);
-            const int xb = c * CHUNK + 8 * tq;
+            const uint4* xc = xs + c * (CHUNK / 8) + tq;
 #pragma unroll
             for (int gi = 0; gi < GPC; gi++) {
-                float cf[4] = {0.f, 0.f, 0.f, 0.f};
+                float cf[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
                 if constexpr (!LUT) dec.set_group(s0[2 * gi], s0[2 * gi + 1]);
-                uint4 xv;
+                uint4 xg[SPG / 2];
+#pragma unroll
+                for (int p = 0; p < SPG / 2; p++) xg[p] = xc[4 * (gi * SPG / 2 + p)];
 #pragma unroll
                 for (int ls = 0; ls < SPG; ls++) {
                     const int s = gi * SPG + ls;
-                    if ((s & 1) == 0) xv = load_x8<T>(x, g.K, xb + 32 * (s >> 1));
+                    const uint4 xv = xg[ls >> 1];
                     u32 a[4];
                     decode_step<T, BITS>(dec, wv, s, a);
                     u32 b0 = (s & 1) ? xv.z : xv.x;
                     u32 b1 = (s & 1) ? xv.w : xv.y;
-                    if constexpr (LUT) mma16816<T>(cl, a[0], a[1], a[2], a[3], b0, b1);
-                    else mma16816<T>(cf, a[0], a[1], a[2], a[3], b0, b1);
+                    if constexpr (LUT) mma16816<T>(cl[s & 1], a[0], a[1], a[2], a[3], b0, b1);
+                    else mma16816<T>(cf[s & 1], a[0], a[1], a[2], a[3], b0, b1);
                 }
                 if constexpr (!LUT) {
-                    acc_g = fmaf(dec.sc[0], cf[0], acc_g);
-                    acc_8 = fmaf(dec.sc[1], cf[2], acc_8);
+                    acc_g = fmaf(dec.sc[0], cf[0][0] + cf[1][0], acc_g);
+                    acc_8 = fmaf(dec.sc[1], cf[0][2] + cf[1][2], acc_8);
                 }
             }
 #pragma unroll
@@ -482,8 +489,8 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
         }
     }
     if constexpr (LUT) {
-        acc_g = cl[0];
-        acc_8 = cl[2];
+        acc_g = cl[0][0] + cl[1][0];
+        acc_8 = cl[0][2] + cl[1][2];
     }
     if (tq == 0) {
         red[warp * TILE + gq] = acc_g;
@@ -518,6 +525,8 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     int* sh = reinterpret_cast<int*>(smem + NWARP * SLICE_COLS);
     int* sidx = sh + 64;
     float* sval = reinterpret_cast<float*>(sidx + ktot);
+    const bool stamp = d.dbg_t != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
+    if (stamp) d.dbg_t[0] = clock64();
     // 1. selection: chunk c by DEC block c % n_dec
     for (int c = blockIdx.x; c < nchunks; c += d.n_dec) {
         const int lo = c * 1024, size = min(1024, K - lo);
@@ -529,12 +538,14 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
         __syncthreads();
         if (threadIdx.x == 0) atomicAdd(d.sel_sync, 1);
     }
+    if (stamp) d.dbg_t[1] = clock64();
     // 2. wait for every chunk (all DEC blocks are resident: they are the lowest block indices)
     if (threadIdx.x == 0) {
         volatile int* ready = d.sel_sync;
         while (*ready < nchunks) __nanosleep(32);
         __threadfence();
     }
+    if (stamp) d.dbg_t[2] = clock64();
     __syncthreads();
     for (int i = threadIdx.x; i < ktot; i += NTHREADS) {
         sidx[i] = __ldcg(d.sel_idx + i);
@@ -553,7 +564,9 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     const int n_slices = (W + SLICE_WORDS - 1) / SLICE_WORDS;
     for (int s = blockIdx.x; s < n_slices; s += d.n_dec) {
         fetch_slice(d.res, d.rscale, g.N, W, s, sidx, sval, ktot, smem, d.dvec);
+        if (stamp && s == 0) d.dbg_t[3] = clock64();
         arrive_slice<T>(g, d, s, 1);
+        if (stamp && s == 0) d.dbg_t[4] = clock64();
     }
 }
 
@@ -564,7 +577,10 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
         dec_blocks<T>(g, d, smem);
         return;
     }
+    const bool stamp = d.dbg_t != nullptr && blockIdx.x == d.n_dec && threadIdx.x == 0;
+    if (stamp) d.dbg_t[8] = clock64();
     gemv_block<T, BITS, LUT, GSZ>(g, d, blockIdx.x - d.n_dec, smem);
+    if (stamp) d.dbg_t[9] = clock64();
 }
 
 #define GEMV_ENTRY(NAME, T, BITS, LUT, GSZ)                                                        \

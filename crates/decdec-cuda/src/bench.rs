@@ -94,6 +94,8 @@ pub struct Opts {
     pub coop: bool,
     pub reps: usize,
     pub dtype: Dtype,
+    /// also time every split-K factor of the uniform base GEMV
+    pub split_sweep: bool,
 }
 
 /// Median microseconds per call of `CALLS_PER_GRAPH` calls captured in one graph.
@@ -229,6 +231,23 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, DecMode::Off)
                 })?;
                 rows.push(mk(label.clone(), s, base, bytes));
+                if o.split_sweep && format == Format::Uniform {
+                    for split in [1usize, 2, 4, 8] {
+                        for l in lins.iter_mut() {
+                            l.split_override = Some(split);
+                        }
+                        let us = time_graph(gpu, o.reps, |i| {
+                            lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, DecMode::Off)
+                        })?;
+                        println!("  {:<8} {:<28} split {split}: {:>8.2} us", s.name, label, us);
+                        let mut r = mk(format!("{label} split-K {split}"), s, us, bytes);
+                        r.n_dec = Some(split);
+                        rows.push(r);
+                    }
+                    for l in lins.iter_mut() {
+                        l.split_override = None;
+                    }
+                }
                 println!("  {:<8} {:<28} {:>8.2} us  {:>6.0} GB/s", s.name, label, base, bytes as f64 / base / 1e3);
                 if format == Format::Lut || o.k_chunks.iter().all(|&k| k == 0) {
                     continue;
@@ -263,7 +282,42 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     }
                     if let Some(mut b) = best {
                         b.kernel = format!("{label} + DEC fused (best n_dec)");
+                        let n_dec = b.n_dec.unwrap_or(32);
                         rows.push(b);
+                        // ablation: the same kernel reading the residual from device memory
+                        for l in lins.iter_mut() {
+                            l.residual_on_device(gpu, true)?;
+                        }
+                        let mode = DecMode::Fused { k_chunk, n_dec };
+                        let us = time_graph(gpu, o.reps, |i| {
+                            lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, mode)
+                        })?;
+                        for l in lins.iter_mut() {
+                            l.residual_on_device(gpu, false)?;
+                        }
+                        let mut r = mk(format!("{label} + DEC fused, residual in HBM (ablation)"), s, us, bytes);
+                        r.slowdown = Some(us / base);
+                        r.k_chunk = Some(k_chunk);
+                        r.n_dec = Some(n_dec);
+                        println!("  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}", s.name, "+ DEC residual in HBM", k_chunk, n_dec, us, us / base);
+                        rows.push(r);
+                        // phase stamps of one call (outside a graph)
+                        lins[0].enable_stamps(gpu)?;
+                        for _ in 0..3 {
+                            lins[0].forward(gpu, dt, xs.bufs[0].ptr, y_at(0), OutMode::Store, mode)?;
+                        }
+                        gpu.check()?;
+                        let t = lins[0].read_stamps(gpu)?;
+                        let us_of = |a: i64, b: i64| (b - a) as f64 / (gpu.clock_khz as f64 / 1000.0);
+                        println!(
+                            "  {:<8} phases (us, DEC block 0): select {:.2}, wait {:.2}, fetch {:.2}, hand-over {:.2}; GEMV block 0 lifetime {:.2}",
+                            s.name,
+                            us_of(t[0], t[1]),
+                            us_of(t[1], t[2]),
+                            us_of(t[2], t[3]),
+                            us_of(t[3], t[4]),
+                            us_of(t[8], t[9])
+                        );
                     }
                     if o.coop {
                         let mut bestc: Option<Row> = None;
@@ -306,7 +360,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
         for r in &rows {
             let key = (r.kernel.clone(), r.k_chunk);
             let best_only = r.kernel.contains("(best");
-            let plain = r.k_chunk.is_none();
+            let plain = r.k_chunk.is_none() && !r.kernel.contains("split-K");
             if (best_only || plain) && !kernels.contains(&key) {
                 kernels.push(key);
             }
@@ -382,7 +436,7 @@ pub fn print_table(r: &Report) -> String {
         "kernel", "shape", "KxN", "k_ch", "n_dec", "us", "GB/s", "%copy", "slow"
     );
     for row in &r.rows {
-        if row.k_chunk.is_some() && !row.kernel.contains("(best") {
+        if (row.k_chunk.is_some() && !row.kernel.contains("(best")) || row.kernel.contains("split-K") {
             continue; // the sweep is in the JSON
         }
         let _ = writeln!(

@@ -52,6 +52,9 @@ pub struct BenchKernelsArgs {
     /// Skip the original-structure (cooperative) DEC variant.
     #[arg(long)]
     pub no_coop: bool,
+    /// Also time every split-K factor of the uniform base GEMV.
+    #[arg(long)]
+    pub split_sweep: bool,
     /// Write the full results (sweeps included) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -77,6 +80,7 @@ pub fn run_bench_kernels(a: &BenchKernelsArgs) -> Result<()> {
         coop: !a.no_coop,
         reps: a.reps.max(3),
         dtype: a.dtype.into(),
+        split_sweep: a.split_sweep,
     };
     let rep = bench::run(&gpu, &opts)?;
     println!("\n{}", bench::print_table(&rep));

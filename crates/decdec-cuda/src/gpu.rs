@@ -129,6 +129,8 @@ pub struct Gpu {
     pub sms: i32,
     pub l2_bytes: i32,
     pub total_mem: usize,
+    /// SM clock in kHz (for clock64 stamps)
+    pub clock_khz: i32,
     _modules: Vec<Arc<CudaModule>>,
     funcs: HashMap<String, sys::CUfunction>,
     pub cublas: Option<cudarc::cublas::sys::cublasHandle_t>,
@@ -151,6 +153,7 @@ impl Gpu {
         let attr = |a| ctx.attribute(a).map_err(|e| anyhow!("{e:?}"));
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let l2_bytes = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
+        let clock_khz = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;
         let total_mem = ctx.total_mem().map_err(|e| anyhow!("{e:?}"))?;
         let arch = format!("sm_{}{}", cc.0, cc.1);
         let mut modules = Vec::new();
@@ -208,6 +211,7 @@ impl Gpu {
             sms,
             l2_bytes,
             total_mem,
+            clock_khz,
             _modules: modules,
             funcs,
             cublas,

@@ -172,6 +172,39 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             }
         }
     }
+    // every split-K factor (row tiles per block 8, 4, 2, 1), with and without DEC
+    for &(k, n) in &[(4096usize, 1000usize), (1300, 600)] {
+        let dt = Dtype::F16;
+        let q = random_uniform(&mut rng, 3, n, k, 128)?;
+        let mut lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
+        let res = random_residual(&mut rng, n, k);
+        let th = thresholds_like(&mut rng, k, 1.0);
+        lin.attach_residual(gpu, &rref(&res), &th)?;
+        for split in [1usize, 2, 4, 8] {
+            lin.split_override = Some(split);
+            for k_chunk in [0usize, 16] {
+                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
+                let (xb, xr) = upload_act(gpu, dt, &xs)?;
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                let mode = if k_chunk == 0 {
+                    DecMode::Off
+                } else {
+                    let mut rows = Vec::new();
+                    selection::select_bucket(&xr, &th, k_chunk, &mut rows);
+                    let acts: Vec<f32> = rows.iter().map(|&r| xr[r as usize]).collect();
+                    res.add_rows(&rows, &acts, &mut want);
+                    DecMode::Fused { k_chunk, n_dec: 3 }
+                };
+                let y = gpu.alloc(n * 2 + 16)?;
+                gpu.memset(&y, 0xff)?;
+                lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode)?;
+                gpu.check()?;
+                let got = read_act(gpu, dt, &y, n)?;
+                rep.add(format!("gemv 3-bit split-K {split} k_chunk={k_chunk} {k}x{n} f16"), rel_err(&got, &want), tol(dt));
+            }
+        }
+    }
     // other group sizes and the f32 output modes
     for (gs, k, n) in [(64usize, 704usize, 96usize), (32, 300, 40), (256, 1280, 64)] {
         for bits in [3u32, 4] {

@@ -44,6 +44,7 @@ pub struct DecArgs {
     pub b: f32,
     pub k_chunk: i32,
     pub n_dec: i32,
+    pub dbg_t: u64,
 }
 
 /// Where the GEMV writes its result.
@@ -76,6 +77,10 @@ pub struct DecStore {
     pub sel_val: DevBuf,
     /// grid barrier of the cooperative variant
     pub bar: DevBuf,
+    /// ablation: a device-memory copy of the residual used instead of the mapped host copy
+    pub res_dev: Option<DevBuf>,
+    /// phase timestamps (clock64) of the fused kernel, when enabled
+    pub dbg_t: Option<DevBuf>,
     /// calibrated thresholds, length K (non-increasing)
     pub thresholds: Vec<f32>,
     pub words_per_row: usize,
@@ -106,6 +111,8 @@ pub struct GpuLinear {
     /// uniform: scale|zero words; LUT: f32 [N][2^bits]
     pub params: DevBuf,
     pub dec: Option<DecStore>,
+    /// Force the warps per row tile (1, 2, 4, 8) instead of the automatic choice (tests, tuning).
+    pub split_override: Option<usize>,
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -116,12 +123,12 @@ pub fn dec_total_rows(k: usize, k_chunk: usize) -> usize {
 impl GpuLinear {
     pub fn from_uniform(gpu: &Gpu, q: &UniformRef) -> Result<GpuLinear> {
         let (shape, qw, sz) = repack::tile_uniform(q)?;
-        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None })
+        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None, split_override: None })
     }
 
     pub fn from_lut(gpu: &Gpu, q: &LutRef) -> Result<GpuLinear> {
         let (shape, qw) = repack::tile_lut(q)?;
-        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None })
+        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None, split_override: None })
     }
 
     /// A linear with random codes and parameters generated on the GPU (benchmarks, synthetic models).
@@ -144,7 +151,7 @@ impl GpuLinear {
                 b
             }
         };
-        Ok(GpuLinear { format, shape, qw, params, dec: None })
+        Ok(GpuLinear { format, shape, qw, params, dec: None, split_override: None })
     }
 
     /// Attach a canonical 4-bit residual (copied into mapped pinned host memory) and thresholds.
@@ -201,10 +208,46 @@ impl GpuLinear {
             sel_idx: gpu.alloc_zeroed(max_rows * 4)?,
             sel_val: gpu.alloc_zeroed(max_rows * 4)?,
             bar: gpu.alloc_zeroed(16)?,
+            res_dev: None,
+            dbg_t: None,
             thresholds,
             words_per_row: (n * 4).div_ceil(32),
         });
         Ok(())
+    }
+
+    /// Ablation: read the residual from a device-memory copy (no PCIe) instead of pinned host memory.
+    pub fn residual_on_device(&mut self, gpu: &Gpu, on: bool) -> Result<()> {
+        let d = self.dec.as_mut().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        d.res_dev = if on {
+            let b = gpu.alloc(d.host.bytes)?;
+            unsafe {
+                crate::gpu::ck(
+                    cudarc::driver::sys::cuMemcpyHtoD_v2(b.ptr, d.host.host as *const std::ffi::c_void, d.host.bytes),
+                    "cuMemcpyHtoD",
+                )?
+            };
+            Some(b)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Record clock64 phase stamps of the fused kernel (DEC block 0: start, selected, synced,
+    /// first slice fetched, first slice handed over; GEMV block 0: start, end).
+    pub fn enable_stamps(&mut self, gpu: &Gpu) -> Result<()> {
+        let d = self.dec.as_mut().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        d.dbg_t = Some(gpu.alloc_zeroed(16 * 8)?);
+        Ok(())
+    }
+
+    pub fn read_stamps(&self, gpu: &Gpu) -> Result<Vec<i64>> {
+        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        match &d.dbg_t {
+            Some(b) => gpu.read(b),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Selected channels of the last DEC call (`rows` entries).
@@ -217,6 +260,9 @@ impl GpuLinear {
     pub fn split_for(&self, sms: i32) -> usize {
         if self.format == Format::Lut {
             return 8;
+        }
+        if let Some(s) = self.split_override {
+            return s;
         }
         let want = sms.max(1) as usize * 16;
         let mut s = 1;
@@ -260,7 +306,8 @@ impl GpuLinear {
             bail!("k_chunk {k_chunk} > 1024");
         }
         Ok(DecArgs {
-            res: d.host.dev,
+            res: d.res_dev.as_ref().map(|b| b.ptr).unwrap_or(d.host.dev),
+            dbg_t: d.dbg_t.as_ref().map(|b| b.ptr).unwrap_or(0),
             rscale: d.rscale.ptr,
             dvec: d.dvec.ptr,
             bvec: d.bvec.ptr,
@@ -281,7 +328,8 @@ impl GpuLinear {
             + match self.format {
                 Format::Lut => 16 * (1usize << (2 * self.shape.bits)) * 4,
                 Format::Uniform => 0,
-            };
+            }
+            + self.shape.kc * 256 * 2;
         let dec = if dec_rows > 0 { 8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8 } else { 0 };
         gemv.max(dec) as u32
     }

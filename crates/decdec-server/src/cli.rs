@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on /v1/* (default: no authentication).
+    #[arg(long)]
+    pub api_key: Option<String>,
     /// Error compensation budget: salient channels per 1024 input channels, one value for all
     /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
     #[arg(long, value_parser = parse_k_chunk)]
@@ -253,6 +256,7 @@ pub fn run_serve(args: ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         max_body_bytes: args.max_body_bytes,
         k_chunk,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
     };
     serve_blocking(engine, lm.tokenizer, opts, addr)
 }

@@ -8,8 +8,9 @@ use crate::worker::{self, Event, Job, PushError, Queue};
 use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,6 +37,8 @@ pub struct ServerOptions {
     /// Error-compensation k_chunk per projection group (qkv, o, gate-up, down) as configured on the
     /// engine's model; `None` = not configured. Only reported (/metrics); the engine applies it.
     pub k_chunk: Option<[usize; 4]>,
+    /// When set, `/v1/*` requires `Authorization: Bearer <api_key>` (health and metrics stay open).
+    pub api_key: Option<String>,
 }
 
 impl ServerOptions {
@@ -45,6 +48,7 @@ impl ServerOptions {
             max_queue: 64,
             max_body_bytes: 4 << 20,
             k_chunk: None,
+            api_key: None,
         }
     }
 }
@@ -166,17 +170,43 @@ pub async fn start(
 
 fn router(state: Shared) -> Router {
     let limit = state.opts.max_body_bytes;
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .merge(v1)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Byte comparison whose time does not depend on where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_api_key(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.opts.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn chat_completions(

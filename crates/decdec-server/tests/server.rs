@@ -840,3 +840,59 @@ fn terminal_chat_keeps_history_streams_and_resets() {
     chat_loop(&mut engine, &lm.tokenizer, &opts, &mut input, &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), format!("{r1}\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_guards_the_v1_routes_only() {
+    guarded(async {
+        let lm = load();
+        let engine = Box::new(CpuEngine::new(Arc::new(load().model), None));
+        let mut opts = ServerOptions::new(MODEL_NAME);
+        opts.api_key = Some("sk-local-123".into());
+        let server = start(engine, lm.tokenizer, opts, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.addr();
+        let ask = |auth: Option<&'static str>| async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut req = Request::builder()
+                .method("POST")
+                .uri("/v1/completions")
+                .header("host", "localhost");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let body = json!({"model": MODEL_NAME, "prompt": "Once", "max_tokens": 2}).to_string();
+            let resp = sender
+                .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        };
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("sk-local-123"),
+            Some("Bearer sk-local-1234"),
+        ] {
+            let (status, v) = ask(auth).await;
+            assert_eq!(status, 401, "{auth:?}");
+            assert_error_body(&v, None);
+            assert_eq!(v["error"]["code"], "invalid_api_key");
+        }
+        let (status, v) = ask(Some("Bearer sk-local-123")).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["object"], "text_completion");
+        let (status, _, _) = call(addr, "GET", "/health", Vec::new()).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = call(addr, "GET", "/v1/models", Vec::new()).await;
+        assert_eq!(status, 401);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
