@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use decdec_model::generate::{generate, GenerateParams};
+use decdec_model::options::ModelArgs;
 use decdec_model::sampling::SamplingParams;
 use decdec_model::{ChatMessage, CpuEngine, Engine, LoadOptions};
 use std::io::Write;
@@ -52,52 +53,6 @@ pub struct BenchCpuArgs {
     pub tokens: usize,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Args, Clone)]
-pub struct ModelArgs {
-    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// tokenizer.json to use instead of the one beside the model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Error compensation budget: salient channels per 1024 input channels, one value for all
-    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
-    #[arg(long, value_parser = parse_k_chunk)]
-    pub k_chunk: Option<[usize; 4]>,
-    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
-    #[arg(long, default_value = "bucket")]
-    pub select: decdec_core::selection::SelectMethod,
-}
-
-/// `8` or `4,4,8,8` (qkv, o, gate-up, down).
-pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let vals: Vec<usize> = parts
-        .iter()
-        .map(|p| {
-            p.parse::<usize>()
-                .map_err(|_| format!("'{p}' is not a non-negative integer"))
-        })
-        .collect::<Result<_, _>>()?;
-    let out = match vals.as_slice() {
-        [v] => [*v; 4],
-        [a, b, c, d] => [*a, *b, *c, *d],
-        _ => {
-            return Err(format!(
-                "expected one value or four (qkv,o,gu,d), got {}",
-                vals.len()
-            ))
-        }
-    };
-    if let Some(v) = out.iter().find(|&&v| v > 1024) {
-        return Err(format!("{v} exceeds the chunk size 1024"));
-    }
-    Ok(out)
 }
 
 #[derive(Args)]
@@ -160,39 +115,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn init_threads(n: Option<usize>) -> Result<()> {
-    if let Some(n) = n {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot start the thread pool")?;
-    }
-    Ok(())
-}
-
 fn open_model(a: &ModelArgs) -> Result<decdec_model::LoadedModel> {
-    init_threads(a.threads)?;
-    let mut lm = decdec_model::open(
-        &a.model,
-        &LoadOptions {
-            tokenizer: a.tokenizer.clone(),
-        },
-    )?;
-    if let Some(k) = a.k_chunk {
-        if !lm.model.has_dec() && k.iter().any(|&v| v > 0) {
-            bail!(
-                "--k-chunk: {} has no residuals; error compensation needs a model made by `decdec quantize`",
-                a.model.display()
-            );
-        }
-        lm.model
-            .configure_dec(k, a.select, 0)
-            .context("--k-chunk")?;
-    }
-    Ok(lm)
+    a.open()
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {

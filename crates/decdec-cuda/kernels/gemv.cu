@@ -214,17 +214,31 @@ __device__ void select_chunk_block(const T* __restrict__ x, int lo, int size, in
     const int e0 = 4 * threadIdx.x;
     float v[4];
     int bk[4];
+    if (e0 + 4 <= size && ((lo + e0) & 3) == 0) {
+        // one 8-byte load for the thread's 4 channels
+        uint2 r = *reinterpret_cast<const uint2*>(x + lo + e0);
+        const T* t = reinterpret_cast<const T*>(&r);
 #pragma unroll
-    for (int i = 0; i < 4; i++) v[i] = (e0 + i < size) ? Dt<T>::to_f(x[lo + e0 + i]) : 0.f;
+        for (int i = 0; i < 4; i++) v[i] = Dt<T>::to_f(t[i]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++) v[i] = (e0 + i < size) ? Dt<T>::to_f(x[lo + e0 + i]) : 0.f;
+    }
+    int l[4] = {0, 0, 0, 0};
+    // first i with floor[i] <= |v| (floors non-increasing, floor[31] = 0): 5 halving steps, the
+    // four channels interleaved
+#pragma unroll
+    for (int step = 16; step >= 1; step >>= 1) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float f = __shfl_sync(0xffffffffu, fl, l[i] + step - 1);
+            if (f > fabsf(v[i])) l[i] += step;
+        }
+    }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         float av = fabsf(v[i]);
-        int l = 0, h = 31;
-        while (l < h) {  // first i with floor[i] <= |v| (floors are non-increasing, floor[31] = 0)
-            int mid = (l + h) >> 1;
-            if (__shfl_sync(0xffffffffu, fl, mid) > av) l = mid + 1; else h = mid;
-        }
-        bk[i] = (e0 + i >= size) ? 32 : (av != av ? 31 : l);
+        bk[i] = (e0 + i >= size) ? 32 : (av != av ? 31 : min(l[i], 31));
     }
     __syncthreads();
 #pragma unroll
@@ -369,18 +383,18 @@ __device__ __forceinline__ void store_out(const GemvArgs& g, int n, float v) {
 template <typename T>
 __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int parts) {
     __shared__ int last;
-    __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
         const int n_tiles = (g.N + TILE - 1) / TILE;
         const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + 1;
-        int old = atomicAdd(d.slice_cnt + s, parts);
+        // release this block's writes (ordered before by the barrier), acquire the others'
+        int old;
+        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(d.slice_cnt + s), "r"(parts) : "memory");
         last = (old + parts == expect);
         if (last) d.slice_cnt[s] = 0;
     }
     __syncthreads();
     if (last) {
-        __threadfence();
         const int n = s * SLICE_COLS + threadIdx.x;
         if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + __ldcg(d.dvec + n));
     }
@@ -388,7 +402,7 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
 
 // ----------------------------------------------------------------------------------------------
 // GEMV blocks: (8 / split) row tiles per block, `split` warps per tile share its chunks.
-// Weights (and the group scale words) are prefetched two chunks ahead.
+// Weights (and the group scale words) are prefetched three chunks ahead.
 // ----------------------------------------------------------------------------------------------
 template <typename T, int BITS, bool LUT, int GSZ>
 __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* smem) {
@@ -432,8 +446,8 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     float cl[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // LUT: accumulators over all K
     const uint4* qbase = g.qw + (size_t)rt * g.KC * U * 32 + lane;
     const u32* szbase = g.sz + (size_t)rt * g.GP * TILE + gq;
-    uint4 w0[U], w1[U], w2[U];
-    u32 s0[2 * GPC], s1[2 * GPC], s2[2 * GPC];
+    uint4 w0[U], w1[U], w2[U], w3[U];
+    u32 s0[2 * GPC], s1[2 * GPC], s2[2 * GPC], s3[2 * GPC];
     const bool live = rt < n_tiles;
     auto load = [&](int c, uint4* w, u32* sc) {
         if (live && c < g.KC) {
@@ -451,12 +465,13 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     // weights first (longest latency), then stage x in shared memory while they are in flight
     load(split, w0, s0);
     load(split + S, w1, s1);
+    load(split + 2 * S, w2, s2);
     uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
     for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
     __syncthreads();
     if (live) {
         for (int c = split; c < g.KC; c += S) {
-            load(c + 2 * S, w2, s2);
+            load(c + 3 * S, w3, s3);
             const u32* wv = reinterpret_cast<const u32*>(w0);
             const uint4* xc = xs + c * (CHUNK / 8) + tq;
 #pragma unroll
@@ -483,9 +498,9 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                 }
             }
 #pragma unroll
-            for (int i = 0; i < U; i++) { w0[i] = w1[i]; w1[i] = w2[i]; }
+            for (int i = 0; i < U; i++) { w0[i] = w1[i]; w1[i] = w2[i]; w2[i] = w3[i]; }
 #pragma unroll
-            for (int i = 0; i < 2 * GPC; i++) { s0[i] = s1[i]; s1[i] = s2[i]; }
+            for (int i = 0; i < 2 * GPC; i++) { s0[i] = s1[i]; s1[i] = s2[i]; s2[i] = s3[i]; }
         }
     }
     if constexpr (LUT) {
@@ -534,16 +549,16 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
         if (kc > 0)
             select_chunk_block<T>(reinterpret_cast<const T*>(g.x), lo, size, kc, d.a, d.b, d.sel_idx + c * d.k_chunk,
                                   d.sel_val + c * d.k_chunk, sh);
-        __threadfence();
         __syncthreads();
-        if (threadIdx.x == 0) atomicAdd(d.sel_sync, 1);
+        if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(d.sel_sync) : "memory");
     }
     if (stamp) d.dbg_t[1] = clock64();
     // 2. wait for every chunk (all DEC blocks are resident: they are the lowest block indices)
     if (threadIdx.x == 0) {
-        volatile int* ready = d.sel_sync;
-        while (*ready < nchunks) __nanosleep(32);
-        __threadfence();
+        int ready;
+        do {
+            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(ready) : "l"(d.sel_sync) : "memory");
+        } while (ready < nchunks);
     }
     if (stamp) d.dbg_t[2] = clock64();
     __syncthreads();
@@ -584,7 +599,7 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
 }
 
 #define GEMV_ENTRY(NAME, T, BITS, LUT, GSZ)                                                        \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) NAME(GemvArgs g, DecArgs d) {          \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 2) NAME(GemvArgs g, DecArgs d) {       \
         gemv_dec_kernel<T, BITS, LUT, GSZ>(g, d);                                                  \
     }
 

@@ -152,10 +152,14 @@ __device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, voi
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + warp;
     if (row >= N) return;
+    float acc = 0.f;
+    if ((K & 7) != 0) {
+        // rows not 16-byte aligned (e.g. K = 172): plain loads
+        for (int i = lane; i < K; i += 32) acc = fmaf(Dt<T>::to_f(w[(size_t)row * K + i]), Dt<T>::to_f(x[i]), acc);
+    } else {
     const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)row * K);
     const uint4* xr = reinterpret_cast<const uint4*>(x);
     const int nv = K / 8;
-    float acc = 0.f;
     int i = lane;
     for (; i + 96 < nv; i += 128) {
         uint4 wv[4], xv[4];
@@ -178,6 +182,7 @@ __device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, voi
 #pragma unroll
         for (int e = 0; e < 8; e++) acc = fmaf(Dt<T>::to_f(a[e]), Dt<T>::to_f(b[e]), acc);
     }
+    }
     acc = warp_sum(acc);
     if (lane == 0) {
         if (out_mode == 0) reinterpret_cast<T*>(y)[row] = Dt<T>::from_f(acc);
@@ -187,6 +192,25 @@ __device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, voi
 }
 extern "C" __global__ void __launch_bounds__(256) dense_gemv_f16(const __half* w, const __half* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
 extern "C" __global__ void __launch_bounds__(256) dense_gemv_bf16(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
+
+// y[i] += bias[i] (f32 bias, activation-dtype output)
+template <typename T> __device__ void add_bias(T* y, const float* b, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = Dt<T>::from_f(Dt<T>::to_f(y[i]) + b[i]);
+}
+extern "C" __global__ void add_bias_f16(__half* y, const float* b, int n) { add_bias(y, b, n); }
+extern "C" __global__ void add_bias_bf16(__nv_bfloat16* y, const float* b, int n) { add_bias(y, b, n); }
+
+// Start of a decode step: token and position from mapped host memory (src; or the previous
+// step's argmax when feedback != 0) into device memory, read by every later kernel of the step.
+extern "C" __global__ void step_begin(const int* src, const int* argmax_tok, int* dst, int feedback) {
+    if (threadIdx.x == 0) {
+        int tok = feedback ? *argmax_tok : src[0];
+        int pos = feedback ? dst[1] + 1 : src[1];
+        dst[0] = tok;
+        dst[1] = pos;
+    }
+}
 
 // argmax over f32 logits, lowest index wins ties; one block of 1024 threads.
 extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* v, int n, int* out) {

@@ -256,17 +256,19 @@ impl GpuLinear {
         gpu.read_raw(d.sel_idx.ptr, rows)
     }
 
-    /// Warps per row tile: enough warps to fill the GPU (~16 per SM), no more splits than chunks.
-    pub fn split_for(&self, sms: i32) -> usize {
+    /// Warps per row tile (split-K inside a block). Measured on the H200 (docs/performance.md):
+    /// enough warps to cover the device (>= 1024 in all) and at most 8 chunks per warp, except when
+    /// the row tiles alone give that many warps.
+    pub fn split_for(&self, _sms: i32) -> usize {
         if self.format == Format::Lut {
             return 8;
         }
         if let Some(s) = self.split_override {
             return s;
         }
-        let want = sms.max(1) as usize * 16;
+        let (tiles, kc) = (self.shape.n_tiles, self.shape.kc.max(1));
         let mut s = 1;
-        while s < 8 && self.shape.n_tiles * s < want && s * 2 <= self.shape.kc.max(1) {
+        while s < 8 && s * 2 <= kc && (tiles * s < 1024 || (tiles < 1024 && kc > 8 * s)) {
             s *= 2;
         }
         s

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod linear;
 pub mod loader;
 pub mod model;
+pub mod options;
 pub mod ppl;
 pub mod progress;
 pub mod quantized;

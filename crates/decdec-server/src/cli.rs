@@ -4,23 +4,19 @@ use crate::chat::{chat_loop, ChatOptions, HELP};
 use crate::server::{start, ServerOptions};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use decdec_core::selection::SelectMethod;
 use decdec_model::generate::GenerateParams;
+use decdec_model::options::ModelArgs;
 use decdec_model::sampling::SamplingParams;
-use decdec_model::{CpuEngine, Engine, LoadOptions, LoadedModel, Model, Tokenizer};
+use decdec_model::{CpuEngine, Engine, Model, Tokenizer};
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// tokenizer.json to use instead of the one beside the model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Name clients send as `model` (default: the model directory's name).
     #[arg(long)]
     pub model_name: Option<String>,
@@ -37,29 +33,15 @@ pub struct ServeArgs {
     /// Context length (KV cache positions; default: the model's, capped at 4096).
     #[arg(long)]
     pub ctx: Option<usize>,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Require `Authorization: Bearer KEY` on /v1/* (default: no authentication).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// Error compensation budget: salient channels per 1024 input channels, one value for all
-    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
-    #[arg(long, value_parser = parse_k_chunk)]
-    pub k_chunk: Option<[usize; 4]>,
-    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
-    #[arg(long, default_value = "bucket")]
-    pub select: SelectMethod,
 }
 
 #[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
-    /// Model: a Hugging Face directory, a .gguf file, or a decdec quantized directory.
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// tokenizer.json to use instead of the one beside the model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// System message placed before the conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -80,55 +62,6 @@ pub struct ChatArgs {
     /// Context length (default: the model's, capped at 4096).
     #[arg(long)]
     pub ctx: Option<usize>,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Error compensation budget: salient channels per 1024 input channels, one value for all
-    /// projections or four as qkv,o,gu,d (quantized models only; 0 = off).
-    #[arg(long, value_parser = parse_k_chunk)]
-    pub k_chunk: Option<[usize; 4]>,
-    /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
-    #[arg(long, default_value = "bucket")]
-    pub select: SelectMethod,
-}
-
-fn init_threads(n: Option<usize>) -> Result<()> {
-    if let Some(n) = n {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot start the thread pool")?;
-    }
-    Ok(())
-}
-
-/// `8` or `4,4,8,8` (qkv, o, gate-up, down); each at most the chunk size 1024.
-pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
-    let vals: Vec<usize> = s
-        .split(',')
-        .map(str::trim)
-        .map(|p| {
-            p.parse::<usize>()
-                .map_err(|_| format!("'{p}' is not a non-negative integer"))
-        })
-        .collect::<Result<_, _>>()?;
-    let out = match vals.as_slice() {
-        [v] => [*v; 4],
-        [a, b, c, d] => [*a, *b, *c, *d],
-        _ => {
-            return Err(format!(
-                "expected one value or four (qkv,o,gu,d), got {}",
-                vals.len()
-            ))
-        }
-    };
-    if let Some(v) = out.iter().find(|&&v| v > 1024) {
-        return Err(format!("{v} exceeds the chunk size 1024"));
-    }
-    Ok(out)
 }
 
 /// The k_chunk each projection group of `model` runs with (`None` when no linear has residuals),
@@ -146,31 +79,6 @@ pub fn effective_k_chunk(model: &Model) -> Option<[usize; 4]> {
         }
     }
     any.then_some(k)
-}
-
-/// Open the model and apply `--k-chunk` / `--select` to its compensated linears.
-fn open_model(
-    model: &Path,
-    tokenizer: &Option<PathBuf>,
-    k_chunk: Option<[usize; 4]>,
-    select: SelectMethod,
-) -> Result<LoadedModel> {
-    let mut lm = decdec_model::open(
-        model,
-        &LoadOptions {
-            tokenizer: tokenizer.clone(),
-        },
-    )?;
-    if let Some(k) = k_chunk {
-        if !lm.model.has_dec() && k.iter().any(|&v| v > 0) {
-            bail!(
-                "--k-chunk: {} has no residuals; error compensation needs a model made by `decdec quantize`",
-                model.display()
-            );
-        }
-        lm.model.configure_dec(k, select, 0).context("--k-chunk")?;
-    }
-    Ok(lm)
 }
 
 fn check_ctx(ctx: Option<usize>) -> Result<()> {
@@ -244,15 +152,14 @@ pub fn run_serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("--host {} --port {}: not an address", args.host, args.port))?
         .next()
         .with_context(|| format!("--host {}: no address found", args.host))?;
-    init_threads(args.threads)?;
-    let lm = open_model(&args.model, &args.tokenizer, args.k_chunk, args.select)?;
+    let lm = args.model.open()?;
     let k_chunk = effective_k_chunk(&lm.model);
     let engine: Box<dyn Engine> = Box::new(CpuEngine::new(Arc::new(lm.model), args.ctx));
     let opts = ServerOptions {
         model_name: args
             .model_name
             .clone()
-            .unwrap_or_else(|| default_model_name(&args.model)),
+            .unwrap_or_else(|| default_model_name(&args.model.model)),
         max_queue: args.max_queue,
         max_body_bytes: args.max_body_bytes,
         k_chunk,
@@ -275,14 +182,13 @@ pub fn run_chat(args: ChatArgs) -> Result<()> {
     sampling
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid flag: {e}"))?;
-    init_threads(args.threads)?;
-    let lm = open_model(&args.model, &args.tokenizer, args.k_chunk, args.select)?;
+    let lm = args.model.open()?;
     let mut engine = CpuEngine::new(Arc::new(lm.model), args.ctx);
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
             "decdec chat: {} on {} — {HELP}",
-            default_model_name(&args.model),
+            default_model_name(&args.model.model),
             engine.backend()
         );
     }
