@@ -440,13 +440,7 @@ impl UniformQuant {
 
     /// Dequantizes into `out: f32[n, k]`.
     pub fn dequantize_into(&self, out: &mut [f32]) {
-        assert_eq!(out.len(), self.n * self.k, "dequantize_into: output length");
-        if self.k == 0 {
-            return;
-        }
-        out.par_chunks_mut(self.k)
-            .enumerate()
-            .for_each(|(r, o)| self.dequantize_row(r, o));
+        super::dequantize_rows(self.n, self.k, out, |r, o| self.dequantize_row(r, o));
     }
 
     /// Dequantized weight `f32[n, k]`.
