@@ -179,6 +179,21 @@ impl From<LutQuant> for QuantWeight {
     }
 }
 
+/// Fills `out: f32[n, k]` row by row in parallel (shared by every packed format's `dequantize_into`).
+pub(crate) fn dequantize_rows(
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    assert_eq!(out.len(), n * k, "dequantize_into: output length");
+    if k == 0 {
+        return;
+    }
+    out.par_chunks_mut(k).enumerate().for_each(|(r, o)| row(r, o));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,19 +225,4 @@ mod tests {
         let e = "gptq".parse::<QuantMethod>().unwrap_err().to_string();
         assert!(e.contains("gptq") && e.contains("rtn"), "{e}");
     }
-}
-
-/// Fills `out: f32[n, k]` row by row in parallel (shared by every packed format's `dequantize_into`).
-pub(crate) fn dequantize_rows(
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-    row: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    use rayon::prelude::*;
-    assert_eq!(out.len(), n * k, "dequantize_into: output length");
-    if k == 0 {
-        return;
-    }
-    out.par_chunks_mut(k).enumerate().for_each(|(r, o)| row(r, o));
 }
