@@ -13,6 +13,8 @@
 //   4-bit: one u32 per (lane, step): R0 at bits 0/16, R1 at 4/20, R2 at 8/24, R3 at 12/28.
 //   3-bit: 3 u32 per (lane, 4 steps): pairs p = 4*(s%4) + R; p < 15 -> word p/5, slot p%5 at bits
 //          3*(p%5) (+16), p = 15 -> bit i of its two codes at bits 15 / 31 of word i.
+//   Both arrays are chunk-major (chunk c / group j of every tile contiguous) so that the warps
+//   streaming the same chunk of many tiles read one contiguous region.
 //   Per (tile, group, row) one u32: the f32 group scale with its low 4 mantissa bits replaced by the
 //   integer zero point (relative change of the scale < 2^-19).
 //
@@ -28,6 +30,7 @@
 #define NTHREADS 256
 #define SLICE_WORDS 32   // residual words per slice and warp pass (128 B per warp load)
 #define SLICE_COLS 256   // 8 four-bit codes per word
+#define STAGES 3         // cp.async pipeline depth of the GEMV (chunks per warp in flight + 1)
 
 template <bool C, typename A, typename B> struct Cond { typedef A type; };
 template <typename A, typename B> struct Cond<false, A, B> { typedef B type; };
@@ -58,14 +61,26 @@ template <typename T, int BITS> struct UniformDec {
         return (BITS == 4) ? (j == 0 ? K2<T>::one : K2<T>::sixteenth)
                            : (j == 0 ? K2<T>::one : (j == 1 ? K2<T>::eighth : K2<T>::s64));
     }
+    // -(magic * S_j + z) as exact f16/bf16 bit patterns built with integer ops (no conversions):
+    // magic * S_j is a power of two whose ulp is S_j, so adding z moves the mantissa by z / S_j.
+    static __device__ __forceinline__ u32 neg_bias(u32 z, int j) {
+        u32 h;
+        if (Mg<T>::M == 0x64006400u) {
+            if (BITS == 4) h = j == 0 ? (0xE400u | z) : (0xD400u + (z << 4));
+            else h = j == 0 ? (0xE400u | z) : (j == 1 ? (0xD800u + (z << 3)) : (0xCC00u + (z << 6)));
+        } else {
+            h = j == 0 ? (0xC300u | z) : (0xC180u + (z << 3));
+        }
+        return h * 0x10001u;
+    }
     __device__ __forceinline__ void set_group(u32 vg, u32 v8) {
         u32 v[2] = {vg, v8};
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             sc[r] = __uint_as_float(v[r] & ~0xFu);
-            float z = (float)(v[r] & 0xFu);
+            const u32 z = v[r] & 0xFu;
 #pragma unroll
-            for (int j = 0; j < 3; j++) bc[r][j] = splat2<T>(-(Mg<T>::MF * sval(j) + z));
+            for (int j = 0; j < 3; j++) bc[r][j] = neg_bias(z, j);
         }
     }
     // value of the code pair found at (word >> shift) bits (pos, pos+16), row r, scale class j
@@ -162,139 +177,6 @@ __device__ __forceinline__ uint4 load_x8(const T* __restrict__ x, int K, int bas
     return r;
 }
 
-// ----------------------------------------------------------------------------------------------
-// Salient-channel selection of one 1024-channel chunk by a whole block (4 channels per thread),
-// exactly decdec_core::selection::select_bucket: bucket floors f_i = a + ((b - a) * i) / 15 (i < 16),
-// (b * (31 - i)) / 16 (i >= 16), running min; bucket(v) = min{i : |v| >= f_i}, NaN -> 31; whole
-// buckets while they fit the budget, then the lowest channel indices of the boundary bucket.
-// Output: the selected channels in increasing order, padded with zero contributions if short.
-// ----------------------------------------------------------------------------------------------
-__device__ __forceinline__ float bucket_floor_raw(float a, float b, int i) {
-    if (i < 16) return __fadd_rn(a, __fdiv_rn(__fmul_rn(__fsub_rn(b, a), (float)i), 15.f));
-    return __fdiv_rn(__fmul_rn(b, (float)(31 - i)), 16.f);
-}
-
-// exclusive block scan of one int per thread (NTHREADS threads); sh: >= NWARP ints
-__device__ __forceinline__ int block_excl_scan(int v, int* sh, int& total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int incl = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int t = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += t;
-    }
-    __syncthreads();
-    if (lane == 31) sh[warp] = incl;
-    __syncthreads();
-    int before = 0;
-    total = 0;
-#pragma unroll
-    for (int w = 0; w < NWARP; w++) {
-        int t = sh[w];
-        if (w < warp) before += t;
-        total += t;
-    }
-    return before + incl - v;
-}
-
-template <typename T>
-__device__ void select_chunk_block(const T* __restrict__ x, int lo, int size, int kc, float a, float b,
-                                   int* gidx, float* gval, int* sh) {
-    const int lane = threadIdx.x & 31;
-    float fl = bucket_floor_raw(a, b, lane);
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        float t = __shfl_up_sync(0xffffffffu, fl, o);
-        if (lane >= o) fl = fminf(fl, t);
-    }
-    int* hist = sh;        // 32
-    int* scan = sh + 32;   // NWARP
-    int* bnd = sh + 48;    // boundary bucket, need
-    if (threadIdx.x < 32) hist[threadIdx.x] = 0;
-    const int e0 = 4 * threadIdx.x;
-    float v[4];
-    int bk[4];
-    if (e0 + 4 <= size && ((lo + e0) & 3) == 0) {
-        // one 8-byte load for the thread's 4 channels
-        uint2 r = *reinterpret_cast<const uint2*>(x + lo + e0);
-        const T* t = reinterpret_cast<const T*>(&r);
-#pragma unroll
-        for (int i = 0; i < 4; i++) v[i] = Dt<T>::to_f(t[i]);
-    } else {
-#pragma unroll
-        for (int i = 0; i < 4; i++) v[i] = (e0 + i < size) ? Dt<T>::to_f(x[lo + e0 + i]) : 0.f;
-    }
-    int l[4] = {0, 0, 0, 0};
-    // first i with floor[i] <= |v| (floors non-increasing, floor[31] = 0): 5 halving steps, the
-    // four channels interleaved
-#pragma unroll
-    for (int step = 16; step >= 1; step >>= 1) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float f = __shfl_sync(0xffffffffu, fl, l[i] + step - 1);
-            if (f > fabsf(v[i])) l[i] += step;
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float av = fabsf(v[i]);
-        bk[i] = (e0 + i >= size) ? 32 : (av != av ? 31 : min(l[i], 31));
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        if (bk[i] < 32) atomicAdd(hist + bk[i], 1);
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        int hcnt = hist[lane];
-        int incl = hcnt;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            int t = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += t;
-        }
-        // boundary: first bucket whose inclusive count exceeds the budget (whole buckets that fit)
-        unsigned over = __ballot_sync(0xffffffffu, incl > kc);
-        int B = over ? __ffs(over) - 1 : 32;
-        int before = __shfl_sync(0xffffffffu, incl - hcnt, B & 31);
-        if (lane == 0) {
-            bnd[0] = B;
-            bnd[1] = B < 32 ? kc - before : 0;
-        }
-    }
-    __syncthreads();
-    const int B = bnd[0], need = bnd[1];
-    int nb = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++) nb += bk[i] == B ? 1 : 0;
-    int tot;
-    int rank = block_excl_scan(nb, scan, tot);
-    int flags = 0, ns = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        bool s = bk[i] < B || (bk[i] == B && rank < need);
-        if (bk[i] == B) rank++;
-        if (s) { flags |= 1 << i; ns++; }
-    }
-    int total;
-    int pos = block_excl_scan(ns, scan, total);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        if ((flags >> i) & 1) {
-            if (pos < kc) {
-                gidx[pos] = lo + e0 + i;
-                gval[pos] = v[i];
-            }
-            pos++;
-        }
-    }
-    for (int p = total + threadIdx.x; p < kc; p += NTHREADS) {
-        gidx[p] = lo;
-        gval[p] = 0.f;
-    }
-    __syncthreads();
-}
-
 __host__ __device__ __forceinline__ int dec_total_rows(int K, int k_chunk) {
     int full = K / 1024, rem = K % 1024;
     return full * k_chunk + (k_chunk * rem) / 1024;
@@ -359,6 +241,8 @@ struct DecArgs {
     int k_chunk;
     int n_dec;            // number of DEC blocks at the front of the grid (0 = no DEC)
     long long* dbg_t;     // optional: clock64 stamps of DEC block 0 / GEMV block 0 phases
+    const float* x32;     // optional: the input in f32 (selection and activations as on the CPU)
+    int presel;           // 1: sel_idx/sel_val were written by the kernel that produced x
 };
 
 struct GemvArgs {
@@ -402,9 +286,10 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
 
 // ----------------------------------------------------------------------------------------------
 // GEMV blocks: (8 / split) row tiles per block, `split` warps per tile share its chunks.
-// Weights (and the group scale words) are prefetched three chunks ahead.
+// Weights (and the group scale words) are prefetched STAGES - 1 chunks ahead with cp.async.
 // ----------------------------------------------------------------------------------------------
-template <typename T, int BITS, bool LUT, int GSZ>
+// MODE (ablation only): 0 normal, 1 loads only (no decode/mma), 2 compute only (no weight loads)
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0>
 __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* smem) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gq = lane >> 2, tq = lane & 3;
@@ -444,34 +329,59 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
 
     float acc_g = 0.f, acc_8 = 0.f;
     float cl[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // LUT: accumulators over all K
-    const uint4* qbase = g.qw + (size_t)rt * g.KC * U * 32 + lane;
-    const u32* szbase = g.sz + (size_t)rt * g.GP * TILE + gq;
-    uint4 w0[U], w1[U], w2[U], w3[U];
-    u32 s0[2 * GPC], s1[2 * GPC], s2[2 * GPC], s3[2 * GPC];
+    // chunk-major layouts: chunk c of tile rt at (c * n_tiles + rt); group j of tile rt at (j * n_tiles + rt)
+    const uint4* qbase = g.qw + (size_t)rt * U * 32 + lane;
+    const u32* szbase = g.sz + (size_t)rt * TILE + gq;
+    const size_t qstride = (size_t)n_tiles * U * 32;    // uint4 per chunk of all tiles
+    const size_t sstride = (size_t)n_tiles * TILE;      // words per group of all tiles
     const bool live = rt < n_tiles;
-    auto load = [&](int c, uint4* w, u32* sc) {
-        if (live && c < g.KC) {
+    // Per-warp ring of STAGES chunks in shared memory filled by cp.async (no registers held by
+    // loads in flight): lane l's words of stage st at ring[(st * U + i) * 32 + l], its group scale
+    // words at sring[(st * SZN + j) * 32 + l].
+    constexpr int SZN = LUT ? 1 : 2 * GPC;
+    uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
+    uint4* ring = xs + g.KC * (CHUNK / 8) + warp * (STAGES * U * 32);
+    u32* sring = reinterpret_cast<u32*>(xs + g.KC * (CHUNK / 8) + NWARP * STAGES * U * 32) + warp * (STAGES * SZN * 32);
+    auto issue = [&](int c, int st) {
+        if (MODE != 2 && live && c < g.KC) {
 #pragma unroll
-            for (int i = 0; i < U; i++) w[i] = ldg_stream(qbase + ((size_t)c * U + i) * 32);
+            for (int i = 0; i < U; i++) cp_async16(ring + (st * U + i) * 32 + lane, qbase + (size_t)c * qstride + i * 32);
             if constexpr (!LUT) {
 #pragma unroll
                 for (int gi = 0; gi < GPC; gi++) {
-                    sc[2 * gi] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE);
-                    sc[2 * gi + 1] = __ldg(szbase + (size_t)(c * GPC + gi) * TILE + 8);
+                    cp_async4(sring + (st * SZN + 2 * gi) * 32 + lane, szbase + (size_t)(c * GPC + gi) * sstride);
+                    cp_async4(sring + (st * SZN + 2 * gi + 1) * 32 + lane, szbase + (size_t)(c * GPC + gi) * sstride + 8);
                 }
             }
         }
+        cp_async_commit();
     };
     // weights first (longest latency), then stage x in shared memory while they are in flight
-    load(split, w0, s0);
-    load(split + S, w1, s1);
-    load(split + 2 * S, w2, s2);
-    uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) issue(split + st * S, st);
+    // weights do not depend on the previous kernel of the step; x and the outputs do
+    pdl_wait();
     for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
     __syncthreads();
     if (live) {
-        for (int c = split; c < g.KC; c += S) {
-            load(c + 3 * S, w3, s3);
+        int it = 0;
+        for (int c = split; c < g.KC; c += S, it++) {
+            const int st = it % STAGES;
+            cp_async_wait<STAGES - 2>();
+            uint4 w0[U];
+#pragma unroll
+            for (int i = 0; i < U; i++) w0[i] = ring[(st * U + i) * 32 + lane];
+            u32 s0[SZN];
+            if constexpr (!LUT) {
+#pragma unroll
+                for (int j = 0; j < SZN; j++) s0[j] = sring[(st * SZN + j) * 32 + lane];
+            }
+            // refill the slot consumed in the previous iteration
+            issue(c + (STAGES - 1) * S, (it + STAGES - 1) % STAGES);
+            if constexpr (MODE == 1) {
+                acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
+                continue;
+            }
             const u32* wv = reinterpret_cast<const u32*>(w0);
             const uint4* xc = xs + c * (CHUNK / 8) + tq;
 #pragma unroll
@@ -497,12 +407,11 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                     acc_8 = fmaf(dec.sc[1], cf[0][2] + cf[1][2], acc_8);
                 }
             }
-#pragma unroll
-            for (int i = 0; i < U; i++) { w0[i] = w1[i]; w1[i] = w2[i]; w2[i] = w3[i]; }
-#pragma unroll
-            for (int i = 0; i < 2 * GPC; i++) { s0[i] = s1[i]; s1[i] = s2[i]; s2[i] = s3[i]; }
         }
     }
+    cp_async_wait<0>();
+    // the weights are streamed: let the next kernel of the step start its prologue during our tail
+    pdl_launch_dependents();
     if constexpr (LUT) {
         acc_g = cl[0][0] + cl[1][0];
         acc_8 = cl[0][2] + cl[1][2];
@@ -542,19 +451,20 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     float* sval = reinterpret_cast<float*>(sidx + ktot);
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
     if (stamp) d.dbg_t[0] = clock64();
-    // 1. selection: chunk c by DEC block c % n_dec
-    for (int c = blockIdx.x; c < nchunks; c += d.n_dec) {
+    // 1. selection: chunk c by DEC block c % n_dec (unless the producer of x already selected)
+    for (int c = blockIdx.x; c < nchunks && !d.presel; c += d.n_dec) {
         const int lo = c * 1024, size = min(1024, K - lo);
         const int kc = (d.k_chunk * size) / 1024;
         if (kc > 0)
-            select_chunk_block<T>(reinterpret_cast<const T*>(g.x), lo, size, kc, d.a, d.b, d.sel_idx + c * d.k_chunk,
-                                  d.sel_val + c * d.k_chunk, sh);
+            select_chunk_block<T>(reinterpret_cast<const T*>(g.x), d.x32, lo, size, kc, d.a, d.b,
+                                  d.sel_idx + c * d.k_chunk, d.sel_val + c * d.k_chunk, sh,
+                                  (d.dbg_t != nullptr && blockIdx.x == 0 && c == 0) ? d.dbg_t + 10 : nullptr);
         __syncthreads();
         if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(d.sel_sync) : "memory");
     }
     if (stamp) d.dbg_t[1] = clock64();
     // 2. wait for every chunk (all DEC blocks are resident: they are the lowest block indices)
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && !d.presel) {
         int ready;
         do {
             asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(ready) : "l"(d.sel_sync) : "memory");
@@ -567,7 +477,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
         sval[i] = __ldcg(d.sel_val + i);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && !d.presel) {
         // the last DEC block past the wait resets the counters for the next call
         if (atomicAdd(d.sel_sync + 1, 1) == d.n_dec - 1) {
             d.sel_sync[0] = 0;
@@ -585,21 +495,22 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     }
 }
 
-template <typename T, int BITS, bool LUT, int GSZ>
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0>
 __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     extern __shared__ float smem[];
     if ((int)blockIdx.x < d.n_dec) {
+        pdl_wait();
         dec_blocks<T>(g, d, smem);
         return;
     }
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == d.n_dec && threadIdx.x == 0;
     if (stamp) d.dbg_t[8] = clock64();
-    gemv_block<T, BITS, LUT, GSZ>(g, d, blockIdx.x - d.n_dec, smem);
+    gemv_block<T, BITS, LUT, GSZ, MODE>(g, d, blockIdx.x - d.n_dec, smem);
     if (stamp) d.dbg_t[9] = clock64();
 }
 
 #define GEMV_ENTRY(NAME, T, BITS, LUT, GSZ)                                                        \
-    extern "C" __global__ void __launch_bounds__(NTHREADS, 2) NAME(GemvArgs g, DecArgs d) {       \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 3) NAME(GemvArgs g, DecArgs d) {       \
         gemv_dec_kernel<T, BITS, LUT, GSZ>(g, d);                                                  \
     }
 
@@ -624,6 +535,14 @@ GEMV_ENTRY(gemv_l4_f16, __half, 4, true, 256)
 GEMV_ENTRY(gemv_l3_bf16, __nv_bfloat16, 3, true, 256)
 GEMV_ENTRY(gemv_l4_bf16, __nv_bfloat16, 4, true, 256)
 
+// Ablation entries (bench only): the 3-bit f16 GEMV with loads only / compute only.
+extern "C" __global__ void __launch_bounds__(NTHREADS, 3) gemv_u3_g128_f16_memonly(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 1>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, 3) gemv_u3_g128_f16_computeonly(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 2>(g, d);
+}
+
 // ----------------------------------------------------------------------------------------------
 // DEC with the original's structure (for parity and ablation): one cooperative kernel, selection by
 // chunks, a grid-wide barrier, then the gather over column slices; writes dvec, which `add_dvec`
@@ -631,6 +550,8 @@ GEMV_ENTRY(gemv_l4_bf16, __nv_bfloat16, 4, true, 256)
 // ----------------------------------------------------------------------------------------------
 template <typename T>
 __device__ void dec_coop(const T* __restrict__ x, int N, int K, DecArgs d, u32* bar) {
+    pdl_launch_dependents();
+    pdl_wait();
     extern __shared__ float smem[];
     const int ktot = dec_total_rows(K, d.k_chunk);
     const int nchunks = (K + 1023) / 1024;
@@ -639,7 +560,8 @@ __device__ void dec_coop(const T* __restrict__ x, int N, int K, DecArgs d, u32* 
         int lo = c * 1024;
         int size = min(1024, K - lo);
         int kc = (d.k_chunk * size) / 1024;
-        if (kc > 0) select_chunk_block<T>(x, lo, size, kc, d.a, d.b, d.sel_idx + c * d.k_chunk, d.sel_val + c * d.k_chunk, sh);
+        if (kc > 0)
+            select_chunk_block<T>(x, d.x32, lo, size, kc, d.a, d.b, d.sel_idx + c * d.k_chunk, d.sel_val + c * d.k_chunk, sh);
     }
     // grid-wide barrier (co-residency guaranteed by the cooperative launch)
     __threadfence();
@@ -682,8 +604,180 @@ extern "C" __global__ void __launch_bounds__(NTHREADS)
 }
 
 template <typename T> __device__ void add_dvec(T* y, const float* dvec, int N) {
+    pdl_launch_dependents();
+    pdl_wait();
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n < N) y[n] = Dt<T>::from_f(Dt<T>::to_f(y[n]) + dvec[n]);
 }
 extern "C" __global__ void add_dvec_f16(__half* y, const float* dvec, int N) { add_dvec(y, dvec, N); }
 extern "C" __global__ void add_dvec_bf16(__nv_bfloat16* y, const float* dvec, int N) { add_dvec(y, dvec, N); }
+
+// ----------------------------------------------------------------------------------------------
+// Producers that select where x is made (the decode step): one block per 1024-channel chunk
+// computes its chunk of x and the salient channels of that chunk for the consumer GEMV's DEC.
+// ----------------------------------------------------------------------------------------------
+
+template <typename T>
+__device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32, int d, float eps, SelArgs sa) {
+    pdl_launch_dependents();
+    pdl_wait();
+    __shared__ float red[NWARP];
+    __shared__ int sh[64];
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.f;
+#pragma unroll
+    for (int i = 0; i < NWARP; i++) tot += red[i];
+    const float inv = 1.f / sqrtf(tot / (float)d + eps);
+    const int lo = blockIdx.x * 1024, size = min(1024, d - lo);
+    float v[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int e = 4 * threadIdx.x + i;
+        v[i] = 0.f;
+        if (e < size) {
+            v[i] = h[lo + e] * inv * w[lo + e];
+            out[lo + e] = Dt<T>::from_f(v[i]);
+            if (out32) out32[lo + e] = v[i];
+        }
+    }
+    if (sa.sel_idx != nullptr) {
+        const int kc = (sa.k_chunk * size) / 1024;
+        if (kc > 0)
+            select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + blockIdx.x * sa.k_chunk,
+                              sa.sel_val + blockIdx.x * sa.k_chunk, sh);
+    }
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS) rmsnorm_sel_f16(const float* h, const float* w, __half* out, float* o32, int d, float eps, SelArgs sa) { rmsnorm_sel(h, w, out, o32, d, eps, sa); }
+extern "C" __global__ void __launch_bounds__(NTHREADS) rmsnorm_sel_bf16(const float* h, const float* w, __nv_bfloat16* out, float* o32, int d, float eps, SelArgs sa) { rmsnorm_sel(h, w, out, o32, d, eps, sa); }
+
+template <typename T>
+__device__ void silu_sel(const T* gu, T* out, float* out32, int f, SelArgs sa) {
+    pdl_launch_dependents();
+    pdl_wait();
+    __shared__ int sh[64];
+    const int lo = blockIdx.x * 1024, size = min(1024, f - lo);
+    float v[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int e = 4 * threadIdx.x + i;
+        v[i] = 0.f;
+        if (e < size) {
+            float g = Dt<T>::to_f(gu[lo + e]), u = Dt<T>::to_f(gu[f + lo + e]);
+            v[i] = g / (1.f + expf(-g)) * u;
+            out[lo + e] = Dt<T>::from_f(v[i]);
+            if (out32) out32[lo + e] = v[i];
+        }
+    }
+    if (sa.sel_idx != nullptr) {
+        const int kc = (sa.k_chunk * size) / 1024;
+        if (kc > 0)
+            select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + blockIdx.x * sa.k_chunk,
+                              sa.sel_val + blockIdx.x * sa.k_chunk, sh);
+    }
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS) silu_sel_f16(const __half* gu, __half* out, float* o32, int f, SelArgs sa) { silu_sel(gu, out, o32, f, sa); }
+extern "C" __global__ void __launch_bounds__(NTHREADS) silu_sel_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, float* o32, int f, SelArgs sa) { silu_sel(gu, out, o32, f, sa); }
+
+// Selection alone (benchmarks: the cost of selecting in a separate launch).
+template <typename T> __device__ void select_only(const T* x, int K, SelArgs sa) {
+    pdl_launch_dependents();
+    pdl_wait();
+    __shared__ int sh[64];
+    const int lo = blockIdx.x * 1024, size = min(1024, K - lo);
+    const int kc = (sa.k_chunk * size) / 1024;
+    if (kc > 0)
+        select_chunk_block<T>(x, nullptr, lo, size, kc, sa.a, sa.b, sa.sel_idx + blockIdx.x * sa.k_chunk,
+                              sa.sel_val + blockIdx.x * sa.k_chunk, sh);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS) select_only_f16(const __half* x, int K, SelArgs sa) { select_only(x, K, sa); }
+extern "C" __global__ void __launch_bounds__(NTHREADS) select_only_bf16(const __nv_bfloat16* x, int K, SelArgs sa) { select_only(x, K, sa); }
+
+// ----------------------------------------------------------------------------------------------
+// Dequantization of the tiled layout to a dense row-major [N][K] matrix in the activation dtype
+// (prefill: dequantize + cuBLAS GEMM). One block per row tile, warps over chunks.
+// ----------------------------------------------------------------------------------------------
+template <typename T, int BITS, bool LUT, int GSZ>
+__device__ void dequant_tiled(const GemvArgs& g, T* out) {
+    pdl_launch_dependents();
+    pdl_wait();
+    extern __shared__ float smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gq = lane >> 2, tq = lane & 3;
+    constexpr int U = (BITS == 4) ? 4 : 3;
+    constexpr int GPC = CHUNK / GSZ;
+    constexpr int SPG = GSZ / 16;
+    const int rt = blockIdx.x;
+    const int n_tiles = (g.N + TILE - 1) / TILE;
+    using Dec = typename Cond<LUT, LutDec<T, BITS>, UniformDec<T, BITS>>::type;
+    Dec dec;
+    if constexpr (LUT) {
+        u32* tab = reinterpret_cast<u32*>(smem);
+        constexpr int NE = 1 << (2 * BITS);
+        constexpr int L = 1 << BITS;
+        for (int i = threadIdx.x; i < TILE * NE; i += NTHREADS) {
+            int r = i / NE, e = i % NE;
+            int row = rt * TILE + r;
+            float lo = 0.f, hi = 0.f;
+            if (row < g.N) {
+                lo = g.lut[(size_t)row * L + (e & (L - 1))];
+                hi = g.lut[(size_t)row * L + (e >> BITS)];
+            }
+            T tl = Dt<T>::from_f(lo), th = Dt<T>::from_f(hi);
+            tab[i] = (u32)(*reinterpret_cast<unsigned short*>(&tl)) |
+                     ((u32)(*reinterpret_cast<unsigned short*>(&th)) << 16);
+        }
+        __syncthreads();
+        dec.tab_g = tab + gq * NE;
+        dec.tab_8 = tab + (gq + 8) * NE;
+    }
+    for (int c = warp; c < g.KC; c += NWARP) {
+        uint4 w0[U];
+#pragma unroll
+        for (int i = 0; i < U; i++) w0[i] = g.qw[(((size_t)c * n_tiles + rt) * U + i) * 32 + lane];
+        const u32* wv = reinterpret_cast<const u32*>(w0);
+#pragma unroll
+        for (int gi = 0; gi < GPC; gi++) {
+            if constexpr (!LUT) {
+                const u32* szp = g.sz + ((size_t)(c * GPC + gi) * n_tiles + rt) * TILE;
+                dec.set_group(szp[gq], szp[gq + 8]);
+            }
+#pragma unroll
+            for (int ls = 0; ls < SPG; ls++) {
+                const int s = gi * SPG + ls;
+                u32 a[4];
+                decode_step<T, BITS>(dec, wv, s, a);
+#pragma unroll
+                for (int R = 0; R < 4; R++) {
+                    const int row = rt * TILE + gq + 8 * (R & 1);
+                    const T* pr = reinterpret_cast<const T*>(&a[R]);
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int j = 2 * (R >> 1) + e;
+                        const int k = c * CHUNK + 32 * (s >> 1) + 8 * tq + 4 * (s & 1) + j;
+                        if (row < g.N && k < g.K) {
+                            float v = Dt<T>::to_f(pr[e]);
+                            if constexpr (!LUT) v *= dec.sc[R & 1];
+                            out[(size_t)row * g.K + k] = Dt<T>::from_f(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define DEQUANT_ENTRY(NAME, T, BITS, LUT, GSZ) \
+    extern "C" __global__ void __launch_bounds__(NTHREADS) NAME(GemvArgs g, T* out) { dequant_tiled<T, BITS, LUT, GSZ>(g, out); }
+
+DEQUANT_ENTRY(dequant_u3_g128_f16, __half, 3, false, 128)
+DEQUANT_ENTRY(dequant_u4_g128_f16, __half, 4, false, 128)
+DEQUANT_ENTRY(dequant_u3_g128_bf16, __nv_bfloat16, 3, false, 128)
+DEQUANT_ENTRY(dequant_u4_g128_bf16, __nv_bfloat16, 4, false, 128)
+DEQUANT_ENTRY(dequant_l3_f16, __half, 3, true, 256)
+DEQUANT_ENTRY(dequant_l4_f16, __half, 4, true, 256)
+DEQUANT_ENTRY(dequant_l3_bf16, __nv_bfloat16, 3, true, 256)
+DEQUANT_ENTRY(dequant_l4_bf16, __nv_bfloat16, 4, true, 256)

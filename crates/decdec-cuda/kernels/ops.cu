@@ -3,6 +3,7 @@
 // dtype T. All reductions use a fixed order (no float atomics), so results are bit-reproducible.
 
 #define OPS_THREADS 256
+#define NWARP_ATTN 8
 
 template <int NT> __device__ __forceinline__ float block_sum(float v, float* sh) {
     v = warp_sum(v);
@@ -35,22 +36,31 @@ template <int NT> __device__ __forceinline__ float block_max(float v, float* sh)
 }
 
 // out = T(h * rsqrt(mean(h^2) + eps) * w); one block of 1024 threads.
-template <typename T> __device__ void rmsnorm(const float* h, const float* w, T* out, int d, float eps) {
+// out32 (optional) receives the same values in f32 (what error compensation selects on).
+template <typename T> __device__ void rmsnorm(const float* h, const float* w, T* out, float* out32, int d, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
     __shared__ float sh[32];
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += 1024) ss = fmaf(h[i], h[i], ss);
     ss = block_sum<1024>(ss, sh);
     const float inv = 1.f / sqrtf(ss / (float)d + eps);
-    for (int i = threadIdx.x; i < d; i += 1024) out[i] = Dt<T>::from_f(h[i] * inv * w[i]);
+    for (int i = threadIdx.x; i < d; i += 1024) {
+        float v = h[i] * inv * w[i];
+        out[i] = Dt<T>::from_f(v);
+        if (out32) out32[i] = v;
+    }
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_f16(const float* h, const float* w, __half* out, int d, float eps) { rmsnorm(h, w, out, d, eps); }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_bf16(const float* h, const float* w, __nv_bfloat16* out, int d, float eps) { rmsnorm(h, w, out, d, eps); }
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_f16(const float* h, const float* w, __half* out, float* out32, int d, float eps) { rmsnorm(h, w, out, out32, d, eps); }
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_bf16(const float* h, const float* w, __nv_bfloat16* out, float* out32, int d, float eps) { rmsnorm(h, w, out, out32, d, eps); }
 
 // Rotary embedding (HF half-split) of q and k heads in place in the fused qkv output, and append
 // k, v of this position to the KV cache (layout [max_seq][n_kv][hd]). Block b < nh: q head b;
 // nh <= b < nh + nkv: k head; then v heads. pos is read from device memory (graph replays).
 template <typename T>
 __device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* pos_p, int nh, int nkv, int hd) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int pos = *pos_p;
     const int b = blockIdx.x;
     const int half = hd / 2;
@@ -84,25 +94,39 @@ extern "C" __global__ void rope_kv_f16(__half* qkv, const float* f, __half* kc, 
 extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 
 // Decode attention for one new token over positions 0..=pos, GQA (head h reads kv head h / (nh/nkv)).
-// One block per query head; scores in dynamic shared memory (max_seq floats).
+// One block per query head. Scores: one thread per position (16-byte loads of the key row), in
+// dynamic shared memory (max_seq floats). Output: warp w sums positions w, w+8, ... for all dims,
+// then the 8 partials are added in warp order (deterministic).
 template <typename T>
-__device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, const int* pos_p, int nh, int nkv, int hd, float scale) {
+__device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
+                            int hd, float scale, SelArgs sa, int* chunk_cnt) {
+    pdl_launch_dependents();
+    pdl_wait();
     extern __shared__ float sc[];
     __shared__ float sh[32];
     __shared__ float qs[256];
+    __shared__ float part[NWARP_ATTN][256];
     const int pos = *pos_p;
     const int n = pos + 1;
     const int h = blockIdx.x;
     const int kvh = h / (nh / nkv);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
     __syncthreads();
-    for (int j = warp; j < n; j += nw) {
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const T* k = kc + ((size_t)j * nkv + kvh) * hd;
         float s = 0.f;
-        for (int i = lane; i < hd; i += 32) s = fmaf(qs[i], Dt<T>::to_f(k[i]), s);
-        s = warp_sum(s);
-        if (lane == 0) sc[j] = s * scale;
+        if ((hd & 7) == 0) {
+            for (int i = 0; i < hd; i += 8) {
+                uint4 kv = *reinterpret_cast<const uint4*>(k + i);
+                const T* kt = reinterpret_cast<const T*>(&kv);
+#pragma unroll
+                for (int e = 0; e < 8; e++) s = fmaf(qs[i + e], Dt<T>::to_f(kt[e]), s);
+            }
+        } else {
+            for (int i = 0; i < hd; i++) s = fmaf(qs[i], Dt<T>::to_f(k[i]), s);
+        }
+        sc[j] = s * scale;
     }
     __syncthreads();
     float m = __int_as_float(0xff800000);
@@ -116,28 +140,82 @@ __device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, const 
     }
     sum = block_sum<OPS_THREADS>(sum, sh);
     const float inv = 1.f / sum;
+    float acc[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) acc[u] = 0.f;
+    for (int j = warp; j < n; j += NWARP_ATTN) {
+        const T* v = vc + ((size_t)j * nkv + kvh) * hd;
+        const float p = sc[j];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int i = lane + 32 * u;
+            if (i < hd) acc[u] = fmaf(p, Dt<T>::to_f(v[i]), acc[u]);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+        int i = lane + 32 * u;
+        if (i < hd) part[warp][i] = acc[u];
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float acc = 0.f;
-        for (int j = 0; j < n; j++) acc = fmaf(sc[j], Dt<T>::to_f(vc[((size_t)j * nkv + kvh) * hd + i]), acc);
-        out[h * hd + i] = Dt<T>::from_f(acc * inv);
+        float o = 0.f;
+#pragma unroll
+        for (int w = 0; w < NWARP_ATTN; w++) o += part[w][i];
+        o *= inv;
+        out[h * hd + i] = Dt<T>::from_f(o);
+        if (out32) out32[h * hd + i] = o;
+    }
+    // Salient channels of the output for the o projection's compensation: the last head block of
+    // each 1024-channel chunk selects it (needs out32, head_dim dividing 1024, 256 threads).
+    if (sa.sel_idx != nullptr && out32 != nullptr) {
+        __shared__ int last;
+        __shared__ int ssh[64];
+        const int dim = nh * hd;
+        const int c = (h * hd) / 1024, lo = c * 1024, size = min(1024, dim - lo);
+        const int heads = (size + hd - 1) / hd;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int old;
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
+            last = (old + 1 == heads);
+            if (last) chunk_cnt[c] = 0;
+        }
+        __syncthreads();
+        if (last) {
+            float v[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int e = 4 * threadIdx.x + i;
+                v[i] = e < size ? __ldcg(out32 + lo + e) : 0.f;
+            }
+            const int kc = (sa.k_chunk * size) / 1024;
+            if (kc > 0) select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + c * sa.k_chunk, sa.sel_val + c * sa.k_chunk, ssh);
+        }
     }
 }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, const int* p, int nh, int nkv, int hd, float scale) { attn_decode(q, kc, vc, out, p, nh, nkv, hd, scale); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, const int* p, int nh, int nkv, int hd, float scale) { attn_decode(q, kc, vc, out, p, nh, nkv, hd, scale); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt); }
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
-template <typename T> __device__ void silu_mul(const T* gu, T* out, int f) {
+template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {
+    pdl_launch_dependents();
+    pdl_wait();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < f) {
         float g = Dt<T>::to_f(gu[i]), u = Dt<T>::to_f(gu[f + i]);
-        out[i] = Dt<T>::from_f(g / (1.f + expf(-g)) * u);
+        float v = g / (1.f + expf(-g)) * u;
+        out[i] = Dt<T>::from_f(v);
+        if (out32) out32[i] = v;
     }
 }
-extern "C" __global__ void silu_mul_f16(const __half* gu, __half* out, int f) { silu_mul(gu, out, f); }
-extern "C" __global__ void silu_mul_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, int f) { silu_mul(gu, out, f); }
+extern "C" __global__ void silu_mul_f16(const __half* gu, __half* out, float* o32, int f) { silu_mul(gu, out, o32, f); }
+extern "C" __global__ void silu_mul_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, float* o32, int f) { silu_mul(gu, out, o32, f); }
 
 // h = f32(emb[token]); token read from device memory.
 template <typename T> __device__ void embed(const T* emb, const int* tok, float* h, int d) {
+    pdl_launch_dependents();
+    pdl_wait();
     const size_t t = (size_t)(*tok);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < d; i += gridDim.x * blockDim.x) h[i] = Dt<T>::to_f(emb[t * d + i]);
 }
@@ -149,6 +227,8 @@ extern "C" __global__ void embed_bf16(const __nv_bfloat16* e, const int* t, floa
 // out_mode as in gemv.cu: 0 T store, 1 f32 +=, 2 f32 store.
 template <typename T>
 __device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, void* y, int N, int K, int out_mode) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + warp;
     if (row >= N) return;
@@ -195,6 +275,8 @@ extern "C" __global__ void __launch_bounds__(256) dense_gemv_bf16(const __nv_bfl
 
 // y[i] += bias[i] (f32 bias, activation-dtype output)
 template <typename T> __device__ void add_bias(T* y, const float* b, int n) {
+    pdl_launch_dependents();
+    pdl_wait();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = Dt<T>::from_f(Dt<T>::to_f(y[i]) + b[i]);
 }
@@ -204,6 +286,8 @@ extern "C" __global__ void add_bias_bf16(__nv_bfloat16* y, const float* b, int n
 // Start of a decode step: token and position from mapped host memory (src; or the previous
 // step's argmax when feedback != 0) into device memory, read by every later kernel of the step.
 extern "C" __global__ void step_begin(const int* src, const int* argmax_tok, int* dst, int feedback) {
+    pdl_launch_dependents();
+    pdl_wait();
     if (threadIdx.x == 0) {
         int tok = feedback ? *argmax_tok : src[0];
         int pos = feedback ? dst[1] + 1 : src[1];
@@ -214,6 +298,8 @@ extern "C" __global__ void step_begin(const int* src, const int* argmax_tok, int
 
 // argmax over f32 logits, lowest index wins ties; one block of 1024 threads.
 extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* v, int n, int* out) {
+    pdl_launch_dependents();
+    pdl_wait();
     __shared__ float sv[32];
     __shared__ int si[32];
     float bv = __int_as_float(0xff800000);

@@ -27,15 +27,19 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<Shape>> {
             "phi3-medium" => out.extend(model_shapes(5120, 40, 10, 128, 17920)),
             "llama2-7b" => out.extend(model_shapes(4096, 32, 32, 128, 11008)),
             s => {
-                let (k, n) = s
-                    .split_once('x')
-                    .ok_or_else(|| anyhow!("shape '{s}' is not a model name or KxN (e.g. 4096x6144)"))?;
+                let (k, n) = s.split_once('x').ok_or_else(|| {
+                    anyhow!("shape '{s}' is not a model name or KxN (e.g. 4096x6144)")
+                })?;
                 let k: usize = k.parse().map_err(|_| anyhow!("bad K in shape '{s}'"))?;
                 let n: usize = n.parse().map_err(|_| anyhow!("bad N in shape '{s}'"))?;
                 if k == 0 || n == 0 {
                     bail!("shape '{s}' is empty");
                 }
-                out.push(Shape { name: s.to_string(), k, n });
+                out.push(Shape {
+                    name: s.to_string(),
+                    k,
+                    n,
+                });
             }
         }
     }
@@ -46,12 +50,34 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<Shape>> {
 }
 
 /// The four decoder-layer projections (fused qkv and gate-up) of a Llama-like model.
-pub fn model_shapes(hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, ffn: usize) -> Vec<Shape> {
+pub fn model_shapes(
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ffn: usize,
+) -> Vec<Shape> {
     vec![
-        Shape { name: "qkv".into(), k: hidden, n: (heads + 2 * kv_heads) * head_dim },
-        Shape { name: "o".into(), k: heads * head_dim, n: hidden },
-        Shape { name: "gate-up".into(), k: hidden, n: 2 * ffn },
-        Shape { name: "down".into(), k: ffn, n: hidden },
+        Shape {
+            name: "qkv".into(),
+            k: hidden,
+            n: (heads + 2 * kv_heads) * head_dim,
+        },
+        Shape {
+            name: "o".into(),
+            k: heads * head_dim,
+            n: hidden,
+        },
+        Shape {
+            name: "gate-up".into(),
+            k: hidden,
+            n: 2 * ffn,
+        },
+        Shape {
+            name: "down".into(),
+            k: ffn,
+            n: hidden,
+        },
     ]
 }
 
@@ -99,7 +125,11 @@ pub struct Opts {
 }
 
 /// Median microseconds per call of `CALLS_PER_GRAPH` calls captured in one graph.
-pub fn time_graph(gpu: &Gpu, reps: usize, mut call: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+pub fn time_graph(
+    gpu: &Gpu,
+    reps: usize,
+    mut call: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
     let graph = gpu.capture(|| {
         for i in 0..CALLS_PER_GRAPH {
             call(i)?;
@@ -118,7 +148,9 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     crate::linear::fill_u32(gpu, &a, 1)?;
     let n = (bytes / 16) as u64;
     let grid = (gpu.sms * 8) as u32;
-    let t = gpu.time_us(2, 10, || unsafe { gpu.launch("copy_u4", grid, 256, 0, kargs![&a.ptr, &b.ptr, &n]) })?;
+    let t = gpu.time_us(2, 10, || unsafe {
+        gpu.launch("copy_u4", grid, 256, 0, kargs![&a.ptr, &b.ptr, &n])
+    })?;
     Ok(2.0 * bytes as f64 / (median(&t) * 1e-6) / 1e9)
 }
 
@@ -131,13 +163,23 @@ pub fn zero_copy_bandwidth(gpu: &Gpu, blocks: u32) -> Result<f64> {
     }
     let sink = gpu.alloc(4)?;
     let n = (bytes / 16) as u64;
-    let t = gpu.time_us(1, 5, || unsafe { gpu.launch("zero_copy_read", blocks, 256, 0, kargs![&h.dev, &n, &sink.ptr]) })?;
+    let t = gpu.time_us(1, 5, || unsafe {
+        gpu.launch(
+            "zero_copy_read",
+            blocks,
+            256,
+            0,
+            kargs![&h.dev, &n, &sink.ptr],
+        )
+    })?;
     Ok(bytes as f64 / (median(&t) * 1e-6) / 1e9)
 }
 
 fn copies_for(gpu: &Gpu, bytes: usize) -> usize {
     // enough copies that one graph streams at least 3x the L2 (and at least 2 copies)
-    (3 * gpu.l2_bytes as usize).div_ceil(bytes.max(1)).clamp(2, 20)
+    (3 * gpu.l2_bytes as usize)
+        .div_ceil(bytes.max(1))
+        .clamp(2, 20)
 }
 
 struct Xs {
@@ -159,7 +201,14 @@ impl Xs {
 
 pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
     let dt = o.dtype;
-    println!("device: {} ({} SMs, L2 {} MB, sm_{}{})", gpu.name, gpu.sms, gpu.l2_bytes >> 20, gpu.cc.0, gpu.cc.1);
+    println!(
+        "device: {} ({} SMs, L2 {} MB, sm_{}{})",
+        gpu.name,
+        gpu.sms,
+        gpu.l2_bytes >> 20,
+        gpu.cc.0,
+        gpu.cc.1
+    );
     let copy = copy_bandwidth(gpu)?;
     let zc = zero_copy_bandwidth(gpu, (gpu.sms * 4) as u32)?;
     let zc32 = zero_copy_bandwidth(gpu, 32)?;
@@ -194,7 +243,9 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 ws.push(w);
             }
             if let Some(h) = gpu.cublas {
-                let r = time_graph(gpu, o.reps, |i| cublas_gemv(h, dt, &ws[i % nc], xs.bufs[i].ptr, y_at(i), s.n, s.k));
+                let r = time_graph(gpu, o.reps, |i| {
+                    cublas_gemv(h, dt, &ws[i % nc], xs.bufs[i].ptr, y_at(i), s.n, s.k)
+                });
                 match r {
                     Ok(us) => rows.push(mk(format!("{} cuBLAS GEMV", dt.suffix()), s, us, bytes)),
                     Err(e) => println!("cuBLAS GEMV {}: {e:#}", s.name),
@@ -205,9 +256,20 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 let name = format!("dense_gemv_{}", dt.suffix());
                 let us = time_graph(gpu, o.reps, |i| unsafe {
                     let (wp, xp, yp) = (ws[i % nc].ptr, xs.bufs[i].ptr, y_at(i));
-                    gpu.launch(&name, (s.n as u32).div_ceil(8), 256, 0, kargs![&wp, &xp, &yp, &ni, &ki, &mode])
+                    gpu.launch(
+                        &name,
+                        (s.n as u32).div_ceil(8),
+                        256,
+                        0,
+                        kargs![&wp, &xp, &yp, &ni, &ki, &mode],
+                    )
                 })?;
-                rows.push(mk(format!("{} dense GEMV (ours)", dt.suffix()), s, us, bytes));
+                rows.push(mk(
+                    format!("{} dense GEMV (ours)", dt.suffix()),
+                    s,
+                    us,
+                    bytes,
+                ));
             }
         }
         for &bits in &o.bits {
@@ -221,25 +283,61 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 let nc = copies_for(gpu, bytes);
                 let mut lins = Vec::new();
                 for c in 0..nc {
-                    lins.push(GpuLinear::random(gpu, format, bits, s.n, s.k, 128, 100 + c as u64)?);
+                    lins.push(GpuLinear::random(
+                        gpu,
+                        format,
+                        bits,
+                        s.n,
+                        s.k,
+                        128,
+                        100 + c as u64,
+                    )?);
                 }
                 let label = match format {
                     Format::Uniform => format!("uniform {bits}-bit g128"),
                     Format::Lut => format!("LUT {bits}-bit"),
                 };
                 let base = time_graph(gpu, o.reps, |i| {
-                    lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, DecMode::Off)
+                    lins[i % nc].forward(
+                        gpu,
+                        dt,
+                        xs.bufs[i].ptr,
+                        y_at(i),
+                        OutMode::Store,
+                        DecMode::Off,
+                    )
                 })?;
                 rows.push(mk(label.clone(), s, base, bytes));
+                if format == Format::Uniform && bits == 3 && dt == Dtype::F16 {
+                    for variant in ["memonly", "computeonly"] {
+                        let us = time_graph(gpu, o.reps, |i| {
+                            lins[i % nc].forward_ablation(gpu, dt, xs.bufs[i].ptr, y_at(i), variant)
+                        })?;
+                        println!("  {:<8} {:<28} {variant}: {:>8.2} us", s.name, label, us);
+                        let mut r = mk(format!("{label} ablation: {variant}"), s, us, bytes);
+                        r.n_dec = None;
+                        rows.push(r);
+                    }
+                }
                 if o.split_sweep && format == Format::Uniform {
                     for split in [1usize, 2, 4, 8] {
                         for l in lins.iter_mut() {
                             l.split_override = Some(split);
                         }
                         let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, DecMode::Off)
+                            lins[i % nc].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[i].ptr,
+                                y_at(i),
+                                OutMode::Store,
+                                DecMode::Off,
+                            )
                         })?;
-                        println!("  {:<8} {:<28} split {split}: {:>8.2} us", s.name, label, us);
+                        println!(
+                            "  {:<8} {:<28} split {split}: {:>8.2} us",
+                            s.name, label, us
+                        );
                         let mut r = mk(format!("{label} split-K {split}"), s, us, bytes);
                         r.n_dec = Some(split);
                         rows.push(r);
@@ -248,7 +346,13 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         l.split_override = None;
                     }
                 }
-                println!("  {:<8} {:<28} {:>8.2} us  {:>6.0} GB/s", s.name, label, base, bytes as f64 / base / 1e3);
+                println!(
+                    "  {:<8} {:<28} {:>8.2} us  {:>6.0} GB/s",
+                    s.name,
+                    label,
+                    base,
+                    bytes as f64 / base / 1e3
+                );
                 if format == Format::Lut || o.k_chunks.iter().all(|&k| k == 0) {
                     continue;
                 }
@@ -264,7 +368,14 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     for &n_dec in &o.n_dec {
                         let mode = DecMode::Fused { k_chunk, n_dec };
                         let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, mode)
+                            lins[i % nc].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[i].ptr,
+                                y_at(i),
+                                OutMode::Store,
+                                mode,
+                            )
                         })?;
                         let mut r = mk(format!("{label} + DEC fused"), s, us, bytes);
                         r.slowdown = Some(us / base);
@@ -273,7 +384,12 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         r.residual_bytes = Some(rbytes);
                         println!(
                             "  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
-                            s.name, "+ DEC fused", k_chunk, n_dec, us, us / base
+                            s.name,
+                            "+ DEC fused",
+                            k_chunk,
+                            n_dec,
+                            us,
+                            us / base
                         );
                         if best.as_ref().is_none_or(|b| r.us < b.us) {
                             best = Some(r.clone());
@@ -284,31 +400,126 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         b.kernel = format!("{label} + DEC fused (best n_dec)");
                         let n_dec = b.n_dec.unwrap_or(32);
                         rows.push(b);
+                        // selection made where x is produced: (a) a separate select launch counted,
+                        // (b) not counted (in the decode step it rides in RMSNorm / SiLU*up)
+                        let sel: Vec<_> = lins
+                            .iter()
+                            .map(|l| l.sel_args(k_chunk).expect("rows"))
+                            .collect();
+                        let nchunks = s.k.div_ceil(1024) as u32;
+                        let kk = s.k as i32;
+                        let mode = DecMode::FusedPresel { k_chunk, n_dec };
+                        let sel_name = format!("select_only_{}", dt.suffix());
+                        let with_sel = time_graph(gpu, o.reps, |i| {
+                            unsafe {
+                                gpu.launch(
+                                    &sel_name,
+                                    nchunks,
+                                    256,
+                                    0,
+                                    kargs![&xs.bufs[i].ptr, &kk, &sel[i % nc]],
+                                )?
+                            };
+                            lins[i % nc].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[i].ptr,
+                                y_at(i),
+                                OutMode::Store,
+                                mode,
+                            )
+                        })?;
+                        let presel = time_graph(gpu, o.reps, |i| {
+                            lins[i % nc].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[i].ptr,
+                                y_at(i),
+                                OutMode::Store,
+                                mode,
+                            )
+                        })?;
+                        for (name, us) in [
+                            ("+ DEC, selection in a separate launch", with_sel),
+                            ("+ DEC, selection by the producer of x", presel),
+                        ] {
+                            let mut r = mk(format!("{label} {name}"), s, us, bytes);
+                            r.slowdown = Some(us / base);
+                            r.k_chunk = Some(k_chunk);
+                            r.n_dec = Some(n_dec);
+                            r.residual_bytes = Some(rbytes);
+                            println!(
+                                "  {:<8} {:<40} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
+                                s.name,
+                                name,
+                                k_chunk,
+                                n_dec,
+                                us,
+                                us / base
+                            );
+                            rows.push(r);
+                        }
                         // ablation: the same kernel reading the residual from device memory
                         for l in lins.iter_mut() {
                             l.residual_on_device(gpu, true)?;
                         }
                         let mode = DecMode::Fused { k_chunk, n_dec };
                         let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, mode)
+                            lins[i % nc].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[i].ptr,
+                                y_at(i),
+                                OutMode::Store,
+                                mode,
+                            )
                         })?;
                         for l in lins.iter_mut() {
                             l.residual_on_device(gpu, false)?;
                         }
-                        let mut r = mk(format!("{label} + DEC fused, residual in HBM (ablation)"), s, us, bytes);
+                        let mut r = mk(
+                            format!("{label} + DEC fused, residual in HBM (ablation)"),
+                            s,
+                            us,
+                            bytes,
+                        );
                         r.slowdown = Some(us / base);
                         r.k_chunk = Some(k_chunk);
                         r.n_dec = Some(n_dec);
-                        println!("  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}", s.name, "+ DEC residual in HBM", k_chunk, n_dec, us, us / base);
+                        println!(
+                            "  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
+                            s.name,
+                            "+ DEC residual in HBM",
+                            k_chunk,
+                            n_dec,
+                            us,
+                            us / base
+                        );
                         rows.push(r);
                         // phase stamps of one call (outside a graph)
                         lins[0].enable_stamps(gpu)?;
                         for _ in 0..3 {
-                            lins[0].forward(gpu, dt, xs.bufs[0].ptr, y_at(0), OutMode::Store, mode)?;
+                            lins[0].forward(
+                                gpu,
+                                dt,
+                                xs.bufs[0].ptr,
+                                y_at(0),
+                                OutMode::Store,
+                                mode,
+                            )?;
                         }
                         gpu.check()?;
                         let t = lins[0].read_stamps(gpu)?;
-                        let us_of = |a: i64, b: i64| (b - a) as f64 / (gpu.clock_khz as f64 / 1000.0);
+                        let us_of =
+                            |a: i64, b: i64| (b - a) as f64 / (gpu.clock_khz as f64 / 1000.0);
+                        println!(
+                            "  {:<8} select of chunk 0: start {:.2}, x+buckets {:.2}, histogram+boundary {:.2}, ranks+write {:.2}",
+                            s.name,
+                            us_of(t[0], t[10]),
+                            us_of(t[10], t[11]),
+                            us_of(t[11], t[12]),
+                            us_of(t[12], t[13])
+                        );
                         println!(
                             "  {:<8} phases (us, DEC block 0): select {:.2}, wait {:.2}, fetch {:.2}, hand-over {:.2}; GEMV block 0 lifetime {:.2}",
                             s.name,
@@ -324,10 +535,22 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         for n_tb in [16usize, 32, 66] {
                             let mode = DecMode::Coop { k_chunk, n_tb };
                             match time_graph(gpu, o.reps, |i| {
-                                lins[i % nc].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, mode)
+                                lins[i % nc].forward(
+                                    gpu,
+                                    dt,
+                                    xs.bufs[i].ptr,
+                                    y_at(i),
+                                    OutMode::Store,
+                                    mode,
+                                )
                             }) {
                                 Ok(us) => {
-                                    let mut r = mk(format!("{label} + DEC coop (original structure)"), s, us, bytes);
+                                    let mut r = mk(
+                                        format!("{label} + DEC coop (original structure)"),
+                                        s,
+                                        us,
+                                        bytes,
+                                    );
                                     r.slowdown = Some(us / base);
                                     r.k_chunk = Some(k_chunk);
                                     r.n_dec = Some(n_tb);
@@ -359,14 +582,19 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
         let mut kernels: Vec<(String, Option<usize>)> = Vec::new();
         for r in &rows {
             let key = (r.kernel.clone(), r.k_chunk);
-            let best_only = r.kernel.contains("(best");
-            let plain = r.k_chunk.is_none() && !r.kernel.contains("split-K");
+            let best_only = r.kernel.contains("(best") || r.kernel.contains("selection");
+            let plain = r.k_chunk.is_none()
+                && !r.kernel.contains("split-K")
+                && !r.kernel.contains("ablation");
             if (best_only || plain) && !kernels.contains(&key) {
                 kernels.push(key);
             }
         }
         for (kern, kc) in kernels {
-            let per: Vec<&Row> = rows.iter().filter(|r| r.kernel == kern && r.k_chunk == kc).collect();
+            let per: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.kernel == kern && r.k_chunk == kc)
+                .collect();
             if per.len() == o.shapes.len() {
                 let name = match kc {
                     Some(k) => format!("{kern} k_chunk={k}"),
@@ -388,7 +616,15 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
     })
 }
 
-fn cublas_gemv(h: cudarc::cublas::sys::cublasHandle_t, dt: Dtype, w: &DevBuf, x: u64, y: u64, n: usize, k: usize) -> Result<()> {
+fn cublas_gemv(
+    h: cudarc::cublas::sys::cublasHandle_t,
+    dt: Dtype,
+    w: &DevBuf,
+    x: u64,
+    y: u64,
+    n: usize,
+    k: usize,
+) -> Result<()> {
     use cudarc::cublas::sys as cb;
     let ty = match dt {
         Dtype::F16 => cb::cudaDataType::CUDA_R_16F,
@@ -424,7 +660,13 @@ fn cublas_gemv(h: cudarc::cublas::sys::cublasHandle_t, dt: Dtype, w: &DevBuf, x:
 pub fn print_table(r: &Report) -> String {
     let mut s = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(s, "device: {} ({} SMs, L2 {} MB)", r.device, r.sms, r.l2_bytes >> 20);
+    let _ = writeln!(
+        s,
+        "device: {} ({} SMs, L2 {} MB)",
+        r.device,
+        r.sms,
+        r.l2_bytes >> 20
+    );
     let _ = writeln!(
         s,
         "measured copy bandwidth (read+write): {:.0} GB/s; zero-copy PCIe read: {:.1} GB/s (4 blocks/SM), {:.1} GB/s (32 blocks)",
@@ -436,7 +678,12 @@ pub fn print_table(r: &Report) -> String {
         "kernel", "shape", "KxN", "k_ch", "n_dec", "us", "GB/s", "%copy", "slow"
     );
     for row in &r.rows {
-        if (row.k_chunk.is_some() && !row.kernel.contains("(best")) || row.kernel.contains("split-K") {
+        if (row.k_chunk.is_some()
+            && !row.kernel.contains("(best")
+            && !row.kernel.contains("selection"))
+            || row.kernel.contains("split-K")
+            || row.kernel.contains("ablation")
+        {
             continue; // the sweep is in the JSON
         }
         let _ = writeln!(

@@ -35,10 +35,18 @@ pub struct BenchKernelsArgs {
     #[arg(long, value_delimiter = ',', default_value = "3,4")]
     pub bits: Vec<u32>,
     /// Salient channels per 1024 for the compensation rows (0 = base only).
-    #[arg(long = "k-chunk", value_delimiter = ',', default_value = "0,2,4,8,16,32")]
+    #[arg(
+        long = "k-chunk",
+        value_delimiter = ',',
+        default_value = "0,2,4,8,16,32"
+    )]
     pub k_chunk: Vec<usize>,
     /// DEC block counts swept for the fused design.
-    #[arg(long = "n-dec", value_delimiter = ',', default_value = "8,16,32,64,132")]
+    #[arg(
+        long = "n-dec",
+        value_delimiter = ',',
+        default_value = "8,16,32,64,132"
+    )]
     pub n_dec: Vec<usize>,
     /// Activation dtype.
     #[arg(long, value_enum, default_value = "f16")]
@@ -67,7 +75,7 @@ pub fn run_bench_kernels(a: &BenchKernelsArgs) -> Result<()> {
     if a.k_chunk.iter().any(|&k| k > 1024) {
         bail!("--k-chunk values must be <= 1024");
     }
-    if a.n_dec.iter().any(|&n| n == 0) {
+    if a.n_dec.contains(&0) {
         bail!("--n-dec values must be positive");
     }
     let gpu = Gpu::new()?;
@@ -85,7 +93,8 @@ pub fn run_bench_kernels(a: &BenchKernelsArgs) -> Result<()> {
     let rep = bench::run(&gpu, &opts)?;
     println!("\n{}", bench::print_table(&rep));
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rep)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&rep)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -99,11 +108,61 @@ pub struct GpuTestArgs {
     /// Also write the report here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also check GPU vs CPU perplexity on this model directory (dense, RTN 3-bit, 3-bit + DEC).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Text for the perplexity parity check.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub ctx: usize,
+    #[arg(long, default_value_t = 4)]
+    pub chunks: usize,
+    /// k_chunk of the compensated parity run (a quarter of it is checked too).
+    #[arg(long = "k-chunk", default_value_t = 64)]
+    pub k_chunk: usize,
+    /// Largest relative perplexity difference GPU vs CPU that passes with f16 activations.
+    #[arg(long, default_value_t = 1e-3)]
+    pub ppl_tol: f64,
+    /// The same for bf16 activations (8-bit mantissas: the GPU's linear inputs are coarser).
+    #[arg(long, default_value_t = 5e-3)]
+    pub ppl_tol_bf16: f64,
 }
 
 pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
-    let gpu = Gpu::new()?;
-    let rep = crate::gputest::run_all(&gpu, a.seed)?;
+    let mut rep = {
+        let gpu = Gpu::new()?;
+        crate::gputest::run_all(&gpu, a.seed)?
+    };
+    if let Some(dir) = &a.model {
+        let text_path = a
+            .text
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--model needs --text"))?;
+        let text = decdec_model::ppl::read_text(text_path)?;
+        for dt in [Dtype::F16, Dtype::Bf16] {
+            for row in crate::parity::run(dir, &text, a.ctx, a.chunks, a.k_chunk, dt)? {
+                let tol = if row.variant.contains("rerun") {
+                    0.0
+                } else if dt == Dtype::Bf16 {
+                    a.ppl_tol_bf16
+                } else {
+                    a.ppl_tol
+                };
+                rep.add_check(
+                    format!(
+                        "ppl parity {} ({}) cpu {:.4} gpu {:.4}",
+                        row.variant,
+                        dt.suffix(),
+                        row.cpu_ppl,
+                        row.gpu_ppl
+                    ),
+                    row.rel_diff,
+                    tol,
+                );
+            }
+        }
+    }
     let text = rep.to_text();
     println!("{} checks, {} failed", rep.checks.len(), rep.failures());
     if let Some(p) = &a.out {
@@ -111,6 +170,124 @@ pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
     }
     if rep.failures() > 0 {
         bail!("{} GPU checks failed", rep.failures());
+    }
+    Ok(())
+}
+
+/// `decdec bench decode`
+#[derive(Args, Debug, Clone)]
+pub struct BenchDecodeArgs {
+    /// A model directory (HF or quantized) or `synthetic:NAME` (llama3-8b, llama2-7b, phi3-medium,
+    /// tiny), generated on the GPU.
+    #[arg(long)]
+    pub model: String,
+    /// Weight bits of a synthetic model: 3, 4 (uniform g128 + residuals) or 16 (dense).
+    #[arg(long, default_value_t = 3)]
+    pub bits: u32,
+    /// k_chunk values to measure (same on every projection group; 0 = no compensation).
+    #[arg(long = "k-chunk", value_delimiter = ',', default_value = "0,4,8")]
+    pub k_chunk: Vec<usize>,
+    /// Tokens decoded per measurement.
+    #[arg(long, default_value_t = 256)]
+    pub tokens: usize,
+    #[arg(long, value_enum, default_value = "f16")]
+    pub dtype: DtypeArg,
+    /// DEC blocks per compensated GEMV.
+    #[arg(long = "n-dec", default_value_t = 64)]
+    pub n_dec: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecodeRow {
+    pub model: String,
+    pub bits: u32,
+    pub k_chunk: usize,
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub ms_per_token: f64,
+    pub weight_gbps: f64,
+    pub residual_kb_per_token: f64,
+    pub slowdown_vs_no_dec: Option<f64>,
+}
+
+pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
+    use crate::engine::{CudaEngine, CudaOptions};
+    use decdec_model::Engine;
+    if a.tokens == 0 {
+        bail!("--tokens must be positive");
+    }
+    let max_k = a.k_chunk.iter().copied().max().unwrap_or(0);
+    if max_k > 1024 {
+        bail!("--k-chunk values must be <= 1024");
+    }
+    let opts = CudaOptions {
+        dtype: a.dtype.into(),
+        max_seq: (a.tokens + 32).next_power_of_two().max(256),
+        n_dec: a.n_dec,
+    };
+    let mut engine = if let Some(name) = a.model.strip_prefix("synthetic:") {
+        if ![3, 4, 16].contains(&a.bits) {
+            bail!("--bits must be 3, 4 or 16");
+        }
+        // residuals are generated for the largest k_chunk asked for (k_chunk = 0 runs skip them)
+        CudaEngine::synthetic(name, a.bits, [max_k; 4], opts)?
+    } else {
+        let loaded = decdec_model::open(std::path::Path::new(&a.model), &Default::default())?;
+        CudaEngine::from_model(&loaded.model, opts)?
+    };
+    println!(
+        "device: {}; model {} ({} bits), {} weight MB per token",
+        engine.gpu.name,
+        a.model,
+        a.bits,
+        engine.weight_bytes_per_step() >> 20
+    );
+    let mut rows: Vec<DecodeRow> = Vec::new();
+    let mut base_tps = None;
+    for &k in &a.k_chunk {
+        engine.set_k_chunks([k; 4]);
+        engine.set_dec(k > 0);
+        // warm-up (graph capture, clocks), then the measured run from position 0
+        engine.truncate(0);
+        engine.greedy_steps(1, 16.min(a.tokens))?;
+        engine.gpu.check()?;
+        engine.truncate(0);
+        let t0 = std::time::Instant::now();
+        engine.greedy_steps(1, a.tokens)?;
+        engine.gpu.check()?;
+        let secs = t0.elapsed().as_secs_f64();
+        let tps = a.tokens as f64 / secs;
+        if k == 0 {
+            base_tps = Some(tps);
+        }
+        let row = DecodeRow {
+            model: a.model.clone(),
+            bits: a.bits,
+            k_chunk: k,
+            tokens: a.tokens,
+            tokens_per_s: tps,
+            ms_per_token: 1000.0 / tps,
+            weight_gbps: engine.weight_bytes_per_step() as f64 * tps / 1e9,
+            residual_kb_per_token: engine.residual_bytes_per_step() as f64 / 1024.0,
+            slowdown_vs_no_dec: base_tps.map(|b| b / tps),
+        };
+        println!(
+            "k_chunk {:>3}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}",
+            k,
+            row.tokens_per_s,
+            row.ms_per_token,
+            row.weight_gbps,
+            row.residual_kb_per_token,
+            row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default()
+        );
+        rows.push(row);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

@@ -11,25 +11,42 @@ use anyhow::{anyhow, bail, Context, Result};
 use cudarc::nvrtc::{result as nvrtc, sys as nsys};
 
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
+/// Salient-channel selection, shared by every source.
+pub const SELECT: &str = include_str!("../kernels/select.cuh");
 
 /// (name, source) of every kernel file.
-pub const SOURCES: &[(&str, &str)] = &[("gemv", include_str!("../kernels/gemv.cu")), ("ops", include_str!("../kernels/ops.cu"))];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("gemv", include_str!("../kernels/gemv.cu")),
+    ("ops", include_str!("../kernels/ops.cu")),
+];
 
 /// Arches the CI compile test covers.
 pub const CI_ARCHES: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90"];
 
 pub fn source(name: &str) -> Result<String> {
-    let (_, src) = SOURCES.iter().find(|(n, _)| *n == name).ok_or_else(|| anyhow!("no kernel source {name}"))?;
-    Ok(format!("{COMMON}\n#line 1 \"{name}.cu\"\n{src}"))
+    let (_, src) = SOURCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| anyhow!("no kernel source {name}"))?;
+    Ok(format!(
+        "{COMMON}\n#line 1 \"select.cuh\"\n{SELECT}\n#line 1 \"{name}.cu\"\n{src}"
+    ))
 }
 
 /// Every `extern "C"` kernel defined in a source file (directly or through `GEMV_ENTRY(name, ...)`).
 pub fn kernel_names(name: &str) -> Vec<String> {
-    let src = SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or("");
+    let src = SOURCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .unwrap_or("");
     let mut out = Vec::new();
     for line in src.lines() {
         let l = line.trim_start();
-        if let Some(rest) = l.strip_prefix("GEMV_ENTRY(") {
+        if let Some(rest) = l
+            .strip_prefix("GEMV_ENTRY(")
+            .or_else(|| l.strip_prefix("DEQUANT_ENTRY("))
+        {
             if let Some(n) = rest.split(',').next() {
                 out.push(n.trim().to_string());
             }
@@ -62,7 +79,11 @@ pub fn kernel_names(name: &str) -> Vec<String> {
 /// `DECDEC_CUDA_INCLUDE` (':'-separated) wins; otherwise the usual toolkit locations.
 pub fn include_paths() -> Vec<String> {
     if let Ok(v) = std::env::var("DECDEC_CUDA_INCLUDE") {
-        return v.split(':').filter(|s| !s.is_empty()).map(String::from).collect();
+        return v
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
     }
     let mut roots = Vec::new();
     for var in ["CUDA_HOME", "CUDA_PATH"] {
@@ -91,7 +112,11 @@ pub fn nvrtc_available() -> bool {
 }
 
 fn options(arch: &str) -> Vec<String> {
-    let mut o = vec![format!("--gpu-architecture={arch}"), "-std=c++17".to_string(), "-default-device".to_string()];
+    let mut o = vec![
+        format!("--gpu-architecture={arch}"),
+        "-std=c++17".to_string(),
+        "-default-device".to_string(),
+    ];
     for p in include_paths() {
         o.push(format!("--include-path={p}"));
     }
@@ -104,12 +129,19 @@ pub fn compile_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
         bail!("libnvrtc was not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc` and add its lib dir to LD_LIBRARY_PATH)");
     }
     let src = source(name)?;
-    let prog = nvrtc::create_program(&std::ffi::CString::new(src)?, Some(&std::ffi::CString::new(format!("{name}.cu"))?))
-        .map_err(|e| anyhow!("nvrtcCreateProgram: {e:?}"))?;
+    let prog = nvrtc::create_program(
+        &std::ffi::CString::new(src)?,
+        Some(&std::ffi::CString::new(format!("{name}.cu"))?),
+    )
+    .map_err(|e| anyhow!("nvrtcCreateProgram: {e:?}"))?;
     let opts = options(arch);
     let res = unsafe { nvrtc::compile_program(prog, &opts) };
     let log = unsafe { nvrtc::get_program_log(prog) }
-        .map(|l| unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }.to_string_lossy().into_owned())
+        .map(|l| {
+            unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     if let Err(e) = res {
         unsafe {
@@ -171,7 +203,11 @@ pub fn cache_dir() -> PathBuf {
 pub fn cached_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
     let src = source(name)?;
     let (ma, mi) = nvrtc_version();
-    let key = fnv1a(&[src.as_bytes(), options(arch).join(" ").as_bytes(), format!("{ma}.{mi}").as_bytes()]);
+    let key = fnv1a(&[
+        src.as_bytes(),
+        options(arch).join(" ").as_bytes(),
+        format!("{ma}.{mi}").as_bytes(),
+    ]);
     let dir = cache_dir();
     let path = dir.join(format!("{name}-{arch}-{key:016x}.cubin"));
     if let Ok(b) = std::fs::read(&path) {
@@ -182,7 +218,10 @@ pub fn cached_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
     let cubin = compile_cubin(name, arch)?;
     // Best effort: a read-only cache directory only costs a recompile next time.
     if std::fs::create_dir_all(&dir).is_ok() {
-        let tmp = dir.join(format!(".{name}-{arch}-{key:016x}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            ".{name}-{arch}-{key:016x}.{}.tmp",
+            std::process::id()
+        ));
         if std::fs::write(&tmp, &cubin).is_ok() {
             let _ = std::fs::rename(&tmp, &path).context("cache rename");
         }

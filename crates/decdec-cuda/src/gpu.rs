@@ -97,7 +97,12 @@ unsafe impl Sync for HostMapped {}
 impl HostMapped {
     pub fn as_mut_slice<T: bytemuck::Pod>(&mut self) -> &mut [T] {
         // SAFETY: the allocation is `bytes` long, page aligned and owned by self.
-        unsafe { std::slice::from_raw_parts_mut(self.host as *mut T, self.bytes / std::mem::size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.host as *mut T,
+                self.bytes / std::mem::size_of::<T>(),
+            )
+        }
     }
 }
 
@@ -131,6 +136,10 @@ pub struct Gpu {
     pub total_mem: usize,
     /// SM clock in kHz (for clock64 stamps)
     pub clock_khz: i32,
+    /// Launch the decode-step kernels with programmatic dependent launch (sm_90+): the next
+    /// kernel's independent prologue (weight prefetch) overlaps the previous kernel's tail.
+    /// `DECDEC_NO_PDL=1` turns it off.
+    pub pdl: bool,
     _modules: Vec<Arc<CudaModule>>,
     funcs: HashMap<String, sys::CUfunction>,
     pub cublas: Option<cudarc::cublas::sys::cublasHandle_t>,
@@ -148,7 +157,11 @@ impl Gpu {
         let name = ctx.name().map_err(|e| anyhow!("{e:?}"))?;
         let cc = ctx.compute_capability().map_err(|e| anyhow!("{e:?}"))?;
         if cc.0 < 8 {
-            bail!("GPU {name} has compute capability {}.{}; decdec needs sm_80 or newer (bf16 + mma)", cc.0, cc.1);
+            bail!(
+                "GPU {name} has compute capability {}.{}; decdec needs sm_80 or newer (bf16 + mma)",
+                cc.0,
+                cc.1
+            );
         }
         let attr = |a| ctx.attribute(a).map_err(|e| anyhow!("{e:?}"));
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
@@ -194,9 +207,11 @@ impl Gpu {
             ck(sys::cuEventCreate(&mut ev_join, ef), "cuEventCreate")?;
         }
         let cublas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
-            let h = cudarc::cublas::result::create_handle().map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
+            let h = cudarc::cublas::result::create_handle()
+                .map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
             unsafe {
-                cudarc::cublas::result::set_stream(h, stream as _).map_err(|e| anyhow!("cublasSetStream: {e:?}"))?;
+                cudarc::cublas::result::set_stream(h, stream as _)
+                    .map_err(|e| anyhow!("cublasSetStream: {e:?}"))?;
             }
             Some(h)
         } else {
@@ -212,6 +227,7 @@ impl Gpu {
             l2_bytes,
             total_mem,
             clock_khz,
+            pdl: cc.0 >= 9 && std::env::var_os("DECDEC_NO_PDL").is_none(),
             _modules: modules,
             funcs,
             cublas,
@@ -221,12 +237,20 @@ impl Gpu {
     }
 
     pub fn func(&self, name: &str) -> Result<sys::CUfunction> {
-        self.funcs.get(name).copied().ok_or_else(|| anyhow!("no kernel named {name}"))
+        self.funcs
+            .get(name)
+            .copied()
+            .ok_or_else(|| anyhow!("no kernel named {name}"))
     }
 
     pub fn alloc(&self, bytes: usize) -> Result<DevBuf> {
         let mut ptr = 0;
-        unsafe { ck(sys::cuMemAlloc_v2(&mut ptr, bytes.max(4)), &format!("cuMemAlloc({bytes} bytes)"))? };
+        unsafe {
+            ck(
+                sys::cuMemAlloc_v2(&mut ptr, bytes.max(4)),
+                &format!("cuMemAlloc({bytes} bytes)"),
+            )?
+        };
         Ok(DevBuf { ptr, bytes })
     }
 
@@ -237,7 +261,12 @@ impl Gpu {
     }
 
     pub fn memset(&self, b: &DevBuf, byte: u8) -> Result<()> {
-        unsafe { ck(sys::cuMemsetD8Async(b.ptr, byte, b.bytes, self.stream), "cuMemsetD8")? };
+        unsafe {
+            ck(
+                sys::cuMemsetD8Async(b.ptr, byte, b.bytes, self.stream),
+                "cuMemsetD8",
+            )?
+        };
         Ok(())
     }
 
@@ -252,12 +281,21 @@ impl Gpu {
     pub fn write<T: bytemuck::Pod>(&self, b: &DevBuf, byte_off: usize, data: &[T]) -> Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         if byte_off + bytes.len() > b.bytes {
-            bail!("write of {} bytes at {} overflows a {}-byte buffer", bytes.len(), byte_off, b.bytes);
+            bail!(
+                "write of {} bytes at {} overflows a {}-byte buffer",
+                bytes.len(),
+                byte_off,
+                b.bytes
+            );
         }
         self.sync()?;
         unsafe {
             ck(
-                sys::cuMemcpyHtoD_v2(b.ptr + byte_off as u64, bytes.as_ptr() as *const c_void, bytes.len()),
+                sys::cuMemcpyHtoD_v2(
+                    b.ptr + byte_off as u64,
+                    bytes.as_ptr() as *const c_void,
+                    bytes.len(),
+                ),
                 "cuMemcpyHtoD",
             )?
         };
@@ -265,11 +303,20 @@ impl Gpu {
     }
 
     /// Synchronous device-to-host copy of `n` elements from a raw device address.
-    pub fn read_raw<T: bytemuck::Pod + Default + Clone>(&self, ptr: u64, n: usize) -> Result<Vec<T>> {
+    pub fn read_raw<T: bytemuck::Pod + Default + Clone>(
+        &self,
+        ptr: u64,
+        n: usize,
+    ) -> Result<Vec<T>> {
         self.sync()?;
         let mut out = vec![T::default(); n];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-        unsafe { ck(sys::cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, ptr, bytes.len()), "cuMemcpyDtoH")? };
+        unsafe {
+            ck(
+                sys::cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, ptr, bytes.len()),
+                "cuMemcpyDtoH",
+            )?
+        };
         Ok(out)
     }
 
@@ -281,17 +328,32 @@ impl Gpu {
         let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
         let mut host: *mut c_void = std::ptr::null_mut();
         unsafe {
-            ck(sys::cuMemHostAlloc(&mut host, bytes.max(16), flags), &format!("cuMemHostAlloc({bytes} bytes)"))?;
+            ck(
+                sys::cuMemHostAlloc(&mut host, bytes.max(16), flags),
+                &format!("cuMemHostAlloc({bytes} bytes)"),
+            )?;
         }
         let mut dev = 0;
-        unsafe { ck(sys::cuMemHostGetDevicePointer_v2(&mut dev, host, 0), "cuMemHostGetDevicePointer")? };
-        Ok(HostMapped { host: host as *mut u8, dev, bytes })
+        unsafe {
+            ck(
+                sys::cuMemHostGetDevicePointer_v2(&mut dev, host, 0),
+                "cuMemHostGetDevicePointer",
+            )?
+        };
+        Ok(HostMapped {
+            host: host as *mut u8,
+            dev,
+            bytes,
+        })
     }
 
     pub fn sync(&self) -> Result<()> {
         unsafe {
             ck(sys::cuStreamSynchronize(self.stream), "cuStreamSynchronize")?;
-            ck(sys::cuStreamSynchronize(self.stream2), "cuStreamSynchronize")?;
+            ck(
+                sys::cuStreamSynchronize(self.stream2),
+                "cuStreamSynchronize",
+            )?;
         }
         Ok(())
     }
@@ -320,15 +382,56 @@ impl Gpu {
                 "cuFuncSetAttribute",
             )?;
         }
+        if self.pdl && pdl_kernel(name) {
+            let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let cfg = sys::CUlaunchConfig {
+                gridDimX: grid,
+                gridDimY: 1,
+                gridDimZ: 1,
+                blockDimX: block,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: smem,
+                hStream: stream,
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            return ck(
+                sys::cuLaunchKernelEx(&cfg, f, args.as_mut_ptr(), std::ptr::null_mut()),
+                &format!("launch {name} grid {grid} block {block} smem {smem} (PDL)"),
+            );
+        }
         ck(
-            sys::cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, stream, args.as_mut_ptr(), std::ptr::null_mut()),
+            sys::cuLaunchKernel(
+                f,
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                smem,
+                stream,
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            ),
             &format!("launch {name} grid {grid} block {block} smem {smem}"),
         )
     }
 
     /// # Safety
     /// As [`Gpu::launch_on`].
-    pub unsafe fn launch(&self, name: &str, grid: u32, block: u32, smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+    pub unsafe fn launch(
+        &self,
+        name: &str,
+        grid: u32,
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         self.launch_on(self.stream, name, grid, block, smem, args)
     }
 
@@ -345,7 +448,18 @@ impl Gpu {
     ) -> Result<()> {
         let f = self.func(name)?;
         ck(
-            sys::cuLaunchCooperativeKernel(f, grid, 1, 1, block, 1, 1, smem, stream, args.as_mut_ptr()),
+            sys::cuLaunchCooperativeKernel(
+                f,
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                smem,
+                stream,
+                args.as_mut_ptr(),
+            ),
             &format!("cooperative launch {name} grid {grid}"),
         )
     }
@@ -353,8 +467,14 @@ impl Gpu {
     /// Make `stream2` wait for the work queued so far on the main stream.
     pub fn fork(&self) -> Result<()> {
         unsafe {
-            ck(sys::cuEventRecord(self.ev_fork, self.stream), "cuEventRecord")?;
-            ck(sys::cuStreamWaitEvent(self.stream2, self.ev_fork, 0), "cuStreamWaitEvent")?;
+            ck(
+                sys::cuEventRecord(self.ev_fork, self.stream),
+                "cuEventRecord",
+            )?;
+            ck(
+                sys::cuStreamWaitEvent(self.stream2, self.ev_fork, 0),
+                "cuStreamWaitEvent",
+            )?;
         }
         Ok(())
     }
@@ -362,8 +482,14 @@ impl Gpu {
     /// Make the main stream wait for the work queued on `stream2`.
     pub fn join(&self) -> Result<()> {
         unsafe {
-            ck(sys::cuEventRecord(self.ev_join, self.stream2), "cuEventRecord")?;
-            ck(sys::cuStreamWaitEvent(self.stream, self.ev_join, 0), "cuStreamWaitEvent")?;
+            ck(
+                sys::cuEventRecord(self.ev_join, self.stream2),
+                "cuEventRecord",
+            )?;
+            ck(
+                sys::cuStreamWaitEvent(self.stream, self.ev_join, 0),
+                "cuStreamWaitEvent",
+            )?;
         }
         Ok(())
     }
@@ -377,7 +503,10 @@ impl Gpu {
     pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
         unsafe {
             ck(
-                sys::cuStreamBeginCapture_v2(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED),
+                sys::cuStreamBeginCapture_v2(
+                    self.stream,
+                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+                ),
                 "cuStreamBeginCapture",
             )?;
         }
@@ -387,7 +516,12 @@ impl Gpu {
         r?;
         ck(end, "cuStreamEndCapture")?;
         let mut exec = std::ptr::null_mut();
-        unsafe { ck(sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0), "cuGraphInstantiate")? };
+        unsafe {
+            ck(
+                sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+                "cuGraphInstantiate",
+            )?
+        };
         Ok(Graph { graph, exec })
     }
 
@@ -397,7 +531,12 @@ impl Gpu {
 
     pub fn event(&self) -> Result<Event> {
         let mut e = std::ptr::null_mut();
-        unsafe { ck(sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as u32), "cuEventCreate")? };
+        unsafe {
+            ck(
+                sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as u32),
+                "cuEventCreate",
+            )?
+        };
         Ok(Event(e))
     }
 
@@ -410,13 +549,21 @@ impl Gpu {
         let mut ms = 0f32;
         unsafe {
             ck(sys::cuEventSynchronize(end.0), "cuEventSynchronize")?;
-            ck(sys::cuEventElapsedTime_v2(&mut ms, start.0, end.0), "cuEventElapsedTime")?;
+            ck(
+                sys::cuEventElapsedTime_v2(&mut ms, start.0, end.0),
+                "cuEventElapsedTime",
+            )?;
         }
         Ok(ms)
     }
 
     /// Median microseconds of `reps` runs of `f` (one run = whatever `f` queues), after `warm` runs.
-    pub fn time_us(&self, warm: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    pub fn time_us(
+        &self,
+        warm: usize,
+        reps: usize,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<Vec<f64>> {
         let (a, b) = (self.event()?, self.event()?);
         for _ in 0..warm {
             f()?;
@@ -471,6 +618,28 @@ impl Drop for Graph {
             let _ = sys::cuGraphDestroy(self.graph);
         }
     }
+}
+
+/// Kernels that call `griddepcontrol.wait` before touching their predecessor's results, and so
+/// may be launched with programmatic stream serialization. Everything else (fills, probes,
+/// cooperative launches) keeps the plain stream order.
+fn pdl_kernel(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "gemv_",
+        "dense_gemv_",
+        "rmsnorm_",
+        "rope_kv_",
+        "attn_decode_",
+        "silu_",
+        "embed_",
+        "add_bias_",
+        "add_dvec_",
+        "select_only_",
+        "dequant_",
+        "step_begin",
+        "argmax_f32",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 pub fn median(v: &[f64]) -> f64 {

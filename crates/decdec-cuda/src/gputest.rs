@@ -12,8 +12,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::gpu::{DevBuf, Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{DecMode, GpuLinear, OutMode};
+use crate::linear::{DecMode, GpuLinear, OutMode, SelArgs};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
+
+/// A CPU twin `y = W x` of one linear.
+type CpuGemv = dyn Fn(&[f32], &mut [f32]);
 
 pub struct Check {
     pub name: String,
@@ -28,10 +31,24 @@ pub struct Report {
 }
 
 impl Report {
+    pub fn add_check(&mut self, name: String, err: f64, tol: f64) {
+        self.add(name, err, tol)
+    }
     fn add(&mut self, name: String, err: f64, tol: f64) {
         let pass = err.is_finite() && err <= tol;
-        println!("{} {:<64} err {:.3e} (tol {:.0e})", if pass { "PASS" } else { "FAIL" }, name, err, tol);
-        self.checks.push(Check { name, err, tol, pass });
+        println!(
+            "{} {:<64} err {:.3e} (tol {:.0e})",
+            if pass { "PASS" } else { "FAIL" },
+            name,
+            err,
+            tol
+        );
+        self.checks.push(Check {
+            name,
+            err,
+            tol,
+            pass,
+        });
     }
     pub fn failures(&self) -> usize {
         self.checks.iter().filter(|c| !c.pass).count()
@@ -39,9 +56,21 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         for c in &self.checks {
-            let _ = writeln!(s, "{} {:<64} err {:.3e} (tol {:.0e})", if c.pass { "PASS" } else { "FAIL" }, c.name, c.err, c.tol);
+            let _ = writeln!(
+                s,
+                "{} {:<64} err {:.3e} (tol {:.0e})",
+                if c.pass { "PASS" } else { "FAIL" },
+                c.name,
+                c.err,
+                c.tol
+            );
         }
-        let _ = writeln!(s, "{} checks, {} failed", self.checks.len(), self.failures());
+        let _ = writeln!(
+            s,
+            "{} checks, {} failed",
+            self.checks.len(),
+            self.failures()
+        );
         s
     }
 }
@@ -86,8 +115,16 @@ fn randn(rng: &mut StdRng) -> f32 {
     (0..4).map(|_| rng.random::<f32>()).sum::<f32>() * 1.732 - 3.464
 }
 
-pub fn random_uniform(rng: &mut StdRng, bits: u32, n: usize, k: usize, group_size: usize) -> Result<UniformQuant> {
-    let codes: Vec<u8> = (0..n * k).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect();
+pub fn random_uniform(
+    rng: &mut StdRng,
+    bits: u32,
+    n: usize,
+    k: usize,
+    group_size: usize,
+) -> Result<UniformQuant> {
+    let codes: Vec<u8> = (0..n * k)
+        .map(|_| rng.random_range(0..(1u32 << bits)) as u8)
+        .collect();
     let ng = k.div_ceil(group_size);
     Ok(UniformQuant {
         bits,
@@ -95,18 +132,30 @@ pub fn random_uniform(rng: &mut StdRng, bits: u32, n: usize, k: usize, group_siz
         k,
         n,
         qweight: pack::pack(&codes, n, k, bits)?,
-        scales: (0..n * ng).map(|_| rng.random_range(0.002f32..0.03)).collect(),
-        zeros: (0..n * ng).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect(),
+        scales: (0..n * ng)
+            .map(|_| rng.random_range(0.002f32..0.03))
+            .collect(),
+        zeros: (0..n * ng)
+            .map(|_| rng.random_range(0..(1u32 << bits)) as u8)
+            .collect(),
     })
 }
 
 pub fn random_lut(rng: &mut StdRng, bits: u32, n: usize, k: usize) -> Result<LutQuant> {
-    let codes: Vec<u8> = (0..n * k).map(|_| rng.random_range(0..(1u32 << bits)) as u8).collect();
+    let codes: Vec<u8> = (0..n * k)
+        .map(|_| rng.random_range(0..(1u32 << bits)) as u8)
+        .collect();
     let mut lut: Vec<f32> = (0..n << bits).map(|_| randn(rng) * 0.03).collect();
     for row in lut.chunks_mut(1 << bits) {
         row.sort_by(|a, b| a.partial_cmp(b).unwrap());
     }
-    Ok(LutQuant { bits, k, n, qweight: pack::pack(&codes, n, k, bits)?, lut })
+    Ok(LutQuant {
+        bits,
+        k,
+        n,
+        qweight: pack::pack(&codes, n, k, bits)?,
+        lut,
+    })
 }
 
 pub fn random_residual(rng: &mut StdRng, n: usize, k: usize) -> Residual {
@@ -118,7 +167,14 @@ pub fn random_residual(rng: &mut StdRng, n: usize, k: usize) -> Residual {
             codes[r * wpr + c / 8] |= code << (4 * (c % 8));
         }
     }
-    Residual { bits: 4, k, n, words_per_row: wpr, codes, scales: (0..n).map(|_| rng.random_range(0.0005f32..0.003)).collect() }
+    Residual {
+        bits: 4,
+        k,
+        n,
+        words_per_row: wpr,
+        codes,
+        scales: (0..n).map(|_| rng.random_range(0.0005f32..0.003)).collect(),
+    }
 }
 
 /// Thresholds like calibration would give: t[j] = (j+1)-th largest |v| over a few random vectors.
@@ -135,25 +191,52 @@ fn thresholds_like(rng: &mut StdRng, k: usize, spread: f32) -> Vec<f32> {
 }
 
 fn uref(q: &UniformQuant) -> UniformRef<'_> {
-    UniformRef { bits: q.bits, group_size: q.group_size, n: q.n, k: q.k, qweight: &q.qweight, scales: &q.scales, zeros: &q.zeros }
+    UniformRef {
+        bits: q.bits,
+        group_size: q.group_size,
+        n: q.n,
+        k: q.k,
+        qweight: &q.qweight,
+        scales: &q.scales,
+        zeros: &q.zeros,
+    }
 }
 
 fn rref(r: &Residual) -> ResidualRef<'_> {
-    ResidualRef { bits: r.bits, n: r.n, k: r.k, residual: &r.codes, scales: &r.scales }
+    ResidualRef {
+        bits: r.bits,
+        n: r.n,
+        k: r.k,
+        residual: &r.codes,
+        scales: &r.scales,
+    }
 }
 
 /// Run every check. `seed` = None draws a fresh seed (printed).
 pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
     let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
-    println!("gpu-test on {} (sm_{}{}), seed {seed}", gpu.name, gpu.cc.0, gpu.cc.1);
+    println!(
+        "gpu-test on {} (sm_{}{}), seed {seed}",
+        gpu.name, gpu.cc.0, gpu.cc.1
+    );
     let mut rng = StdRng::seed_from_u64(seed);
     let mut rep = Report::default();
     let dts = [Dtype::F16, Dtype::Bf16];
 
     // ---------------- base GEMV: uniform ----------------
-    let shapes: &[(usize, usize)] = &[(4096, 1024), (576, 200), (2000, 77), (1000, 33), (14336, 48), (32, 16)];
+    let shapes: &[(usize, usize)] = &[
+        (4096, 1024),
+        (576, 200),
+        (2000, 77),
+        (1000, 33),
+        (14336, 48),
+        (32, 16),
+    ];
     for &(k, n) in shapes {
         for bits in [3u32, 4] {
             for dt in dts {
@@ -168,7 +251,11 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
                 gpu.check()?;
                 let got = read_act(gpu, dt, &y, n)?;
-                rep.add(format!("gemv uniform {bits}-bit g128 {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+                rep.add(
+                    format!("gemv uniform {bits}-bit g128 {k}x{n} {}", dt.suffix()),
+                    rel_err(&got, &want),
+                    tol(dt),
+                );
             }
         }
     }
@@ -201,7 +288,11 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode)?;
                 gpu.check()?;
                 let got = read_act(gpu, dt, &y, n)?;
-                rep.add(format!("gemv 3-bit split-K {split} k_chunk={k_chunk} {k}x{n} f16"), rel_err(&got, &want), tol(dt));
+                rep.add(
+                    format!("gemv 3-bit split-K {split} k_chunk={k_chunk} {k}x{n} f16"),
+                    rel_err(&got, &want),
+                    tol(dt),
+                );
             }
         }
     }
@@ -220,11 +311,19 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::AddF32, DecMode::Off)?;
             let got: Vec<f32> = gpu.read(&y)?;
             let got: Vec<f32> = got.iter().zip(&base).map(|(a, b)| a - b).collect();
-            rep.add(format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 += mode)"), rel_err(&got, &want), 1e-4);
+            rep.add(
+                format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 += mode)"),
+                rel_err(&got, &want),
+                1e-4,
+            );
             gpu.memset(&y, 0xff)?;
             lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::StoreF32, DecMode::Off)?;
             let got: Vec<f32> = gpu.read(&y)?;
-            rep.add(format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 store)"), rel_err(&got, &want), 1e-4);
+            rep.add(
+                format!("gemv uniform {bits}-bit g{gs} {k}x{n} f16 (f32 store)"),
+                rel_err(&got, &want),
+                1e-4,
+            );
         }
     }
 
@@ -233,7 +332,16 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
         for bits in [3u32, 4] {
             for dt in dts {
                 let q = random_lut(&mut rng, bits, n, k)?;
-                let lin = GpuLinear::from_lut(gpu, &LutRef { bits, n, k, qweight: &q.qweight, lut: &q.lut })?;
+                let lin = GpuLinear::from_lut(
+                    gpu,
+                    &LutRef {
+                        bits,
+                        n,
+                        k,
+                        qweight: &q.qweight,
+                        lut: &q.lut,
+                    },
+                )?;
                 let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
                 let (xb, xr) = upload_act(gpu, dt, &xs)?;
                 let mut want = vec![0f32; n];
@@ -243,7 +351,59 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
                 gpu.check()?;
                 let got = read_act(gpu, dt, &y, n)?;
-                rep.add(format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+                rep.add(
+                    format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix()),
+                    rel_err(&got, &want),
+                    tol(dt),
+                );
+            }
+        }
+    }
+
+    // ---------------- prefill: dequantize + cuBLAS GEMM ----------------
+    for &(k, n, t) in &[(576usize, 200usize, 5usize), (1000, 64, 3)] {
+        for (lut, bits) in [(false, 3u32), (false, 4), (true, 3), (true, 4)] {
+            for dt in dts {
+                let (lin, twin): (GpuLinear, Box<CpuGemv>) = if lut {
+                    let q = random_lut(&mut rng, bits, n, k)?;
+                    let l = GpuLinear::from_lut(
+                        gpu,
+                        &LutRef {
+                            bits,
+                            n,
+                            k,
+                            qweight: &q.qweight,
+                            lut: &q.lut,
+                        },
+                    )?;
+                    (l, Box::new(move |x: &[f32], y: &mut [f32]| q.gemv(x, y)))
+                } else {
+                    let q = random_uniform(&mut rng, bits, n, k, 128)?;
+                    let l = GpuLinear::from_uniform(gpu, &uref(&q))?;
+                    (l, Box::new(move |x: &[f32], y: &mut [f32]| q.gemv(x, y)))
+                };
+                let xs: Vec<f32> = (0..t * k).map(|_| randn(&mut rng)).collect();
+                let (xb, xr) = upload_act(gpu, dt, &xs)?;
+                let mut want = vec![0f32; t * n];
+                for (xrow, yrow) in xr.chunks_exact(k).zip(want.chunks_exact_mut(n)) {
+                    twin(xrow, yrow);
+                }
+                let scratch = gpu.alloc(n * k * 2)?;
+                gpu.memset(&scratch, 0xff)?;
+                let y = gpu.alloc(t * n * 2 + 16)?;
+                gpu.memset(&y, 0xff)?;
+                lin.forward_batch(gpu, dt, xb.ptr, y.ptr, t, scratch.ptr)?;
+                gpu.check()?;
+                let got = read_act(gpu, dt, &y, t * n)?;
+                let kind = if lut { "LUT" } else { "uniform g128" };
+                rep.add(
+                    format!(
+                        "prefill dequant+cuBLAS {kind} {bits}-bit {t}x{k}x{n} {}",
+                        dt.suffix()
+                    ),
+                    rel_err(&got, &want),
+                    tol(dt),
+                );
             }
         }
     }
@@ -277,19 +437,116 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                     lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode)?;
                     gpu.check()?;
                     let got = read_act(gpu, dt, &y, n)?;
-                    rep.add(format!("dec {label} k_chunk={k_chunk} {k}x{n} {}", dt.suffix()), rel_err(&got, &want), tol(dt));
+                    rep.add(
+                        format!("dec {label} k_chunk={k_chunk} {k}x{n} {}", dt.suffix()),
+                        rel_err(&got, &want),
+                        tol(dt),
+                    );
                     if !rows.is_empty() {
                         let gsel = lin.last_selection(gpu, rows.len())?;
                         let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
-                        rep.add(format!("dec {label} selection == select_bucket k_chunk={k_chunk} {k} {}", dt.suffix()), mism as f64, 0.0);
+                        rep.add(
+                            format!(
+                                "dec {label} selection == select_bucket k_chunk={k_chunk} {k} {}",
+                                dt.suffix()
+                            ),
+                            mism as f64,
+                            0.0,
+                        );
                     }
                 }
+            }
+            // selection made by the producer kernels (rmsnorm_sel / silu_sel), then the GEMV with
+            // DEC blocks that only fetch
+            for (producer, k_chunk) in [("rmsnorm_sel", 8usize), ("silu_sel", 32)] {
+                let sa: SelArgs = lin.sel_args(k_chunk).expect("rows at this k_chunk");
+                let xb = gpu.alloc(k.div_ceil(8) * 16 + 16)?;
+                let x32 = gpu.alloc(k * 4)?;
+                gpu.memset(&xb, 0xff)?;
+                gpu.memset(&x32, 0xff)?;
+                gpu.memset(&lin.dec.as_ref().unwrap().sel_idx, 0xff)?;
+                let ki = k as i32;
+                if producer == "rmsnorm_sel" {
+                    let h: Vec<f32> = (0..k).map(|_| randn(&mut rng) * 2.0).collect();
+                    let w: Vec<f32> = (0..k).map(|_| 0.5 + rng.random::<f32>()).collect();
+                    let (hb, wb) = (gpu.upload(&h)?, gpu.upload(&w)?);
+                    let eps = 1e-5f32;
+                    unsafe {
+                        gpu.launch(
+                            &format!("rmsnorm_sel_{}", dt.suffix()),
+                            (k as u32).div_ceil(1024),
+                            256,
+                            0,
+                            kargs![&hb.ptr, &wb.ptr, &xb.ptr, &x32.ptr, &ki, &eps, &sa],
+                        )?
+                    };
+                } else {
+                    let gu: Vec<f32> = (0..2 * k).map(|_| randn(&mut rng) * 2.0).collect();
+                    let (gb, _) = upload_act(gpu, dt, &gu)?;
+                    unsafe {
+                        gpu.launch(
+                            &format!("silu_sel_{}", dt.suffix()),
+                            (k as u32).div_ceil(1024),
+                            256,
+                            0,
+                            kargs![&gb.ptr, &xb.ptr, &x32.ptr, &ki, &sa],
+                        )?
+                    };
+                }
+                let y = gpu.alloc(n * 2 + 16)?;
+                gpu.memset(&y, 0xff)?;
+                lin.forward_x32(
+                    gpu,
+                    dt,
+                    xb.ptr,
+                    x32.ptr,
+                    y.ptr,
+                    OutMode::Store,
+                    DecMode::FusedPresel { k_chunk, n_dec: 16 },
+                )?;
+                gpu.check()?;
+                let xr = read_act(gpu, dt, &xb, k)?;
+                let xv: Vec<f32> = gpu.read(&x32)?;
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                let mut rows = Vec::new();
+                selection::select_bucket(&xv, &th, k_chunk, &mut rows);
+                let acts: Vec<f32> = rows.iter().map(|&r| xv[r as usize]).collect();
+                res.add_rows(&rows, &acts, &mut want);
+                let got = read_act(gpu, dt, &y, n)?;
+                rep.add(
+                    format!(
+                        "dec selected by {producer} k_chunk={k_chunk} {k}x{n} {}",
+                        dt.suffix()
+                    ),
+                    rel_err(&got, &want),
+                    tol(dt),
+                );
+                let gsel = lin.last_selection(gpu, rows.len())?;
+                let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
+                rep.add(
+                    format!(
+                        "{producer} selection == select_bucket k_chunk={k_chunk} {k} {}",
+                        dt.suffix()
+                    ),
+                    mism as f64,
+                    0.0,
+                );
             }
             // graph replays with new inputs in the same buffers (flags reset between calls)
             let k_chunk = 8;
             let (xb, _) = upload_act(gpu, dt, &vec![0.0; k])?;
             let y = gpu.alloc(n * 2 + 16)?;
-            let graph = gpu.capture(|| lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Fused { k_chunk, n_dec: 16 }))?;
+            let graph = gpu.capture(|| {
+                lin.forward(
+                    gpu,
+                    dt,
+                    xb.ptr,
+                    y.ptr,
+                    OutMode::Store,
+                    DecMode::Fused { k_chunk, n_dec: 16 },
+                )
+            })?;
             let mut worst = 0f64;
             for _ in 0..3 {
                 let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
@@ -307,7 +564,14 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 res.add_rows(&rows, &acts, &mut want);
                 worst = worst.max(rel_err(&read_act(gpu, dt, &y, n)?, &want));
             }
-            rep.add(format!("dec fused in a CUDA graph, 3 replays {k}x{n} {}", dt.suffix()), worst, tol(dt));
+            rep.add(
+                format!(
+                    "dec fused in a CUDA graph, 3 replays {k}x{n} {}",
+                    dt.suffix()
+                ),
+                worst,
+                tol(dt),
+            );
         }
     }
 
@@ -330,14 +594,42 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let out = gpu.alloc(d * 2 + 16)?;
         gpu.memset(&out, 0xff)?;
         let (di, eps) = (d as i32, 1e-5f32);
-        unsafe { gpu.launch(&format!("rmsnorm_{sfx}"), 1, 1024, 0, kargs![&hb.ptr, &wb.ptr, &out.ptr, &di, &eps])? };
+        let o32 = gpu.alloc(d * 4)?;
+        gpu.memset(&o32, 0xff)?;
+        unsafe {
+            gpu.launch(
+                &format!("rmsnorm_{sfx}"),
+                1,
+                1024,
+                0,
+                kargs![&hb.ptr, &wb.ptr, &out.ptr, &o32.ptr, &di, &eps],
+            )?
+        };
         let got = read_act(gpu, dt, &out, d)?;
-        rep.add(format!("rmsnorm d={d} {sfx}"), rel_err(&got, &want), tol(dt));
+        rep.add(
+            format!("rmsnorm d={d} {sfx}"),
+            rel_err(&got, &want),
+            tol(dt),
+        );
+        let got32: Vec<f32> = gpu.read(&o32)?;
+        rep.add(
+            format!("rmsnorm d={d} {sfx} (f32 copy)"),
+            rel_err(&got32, &want),
+            1e-6,
+        );
     }
     // RoPE + KV append, attention (GQA)
-    for (nh, nkv, hd, pos) in [(8usize, 4usize, 64usize, 37usize), (32, 8, 128, 200), (6, 6, 48, 0)] {
+    for (nh, nkv, hd, pos) in [
+        (8usize, 4usize, 64usize, 37usize),
+        (32, 8, 128, 200),
+        (6, 6, 48, 0),
+        (8, 4, 8, 255),
+        (4, 2, 20, 100),
+    ] {
         let max_seq = 256;
-        let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32)).collect();
+        let inv_freq: Vec<f32> = (0..hd / 2)
+            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
+            .collect();
         let qkv: Vec<f32> = (0..(nh + 2 * nkv) * hd).map(|_| randn(rng)).collect();
         let (qkvb, qkvr) = upload_act(gpu, dt, &qkv)?;
         let kc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
@@ -348,7 +640,13 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let pb = gpu.upload(&[pos as i32])?;
         let (nhi, nkvi, hdi) = (nh as i32, nkv as i32, hd as i32);
         unsafe {
-            gpu.launch(&format!("rope_kv_{sfx}"), (nh + 2 * nkv) as u32, 64, 0, kargs![&qkvb.ptr, &fb.ptr, &kcb.ptr, &vcb.ptr, &pb.ptr, &nhi, &nkvi, &hdi])?
+            gpu.launch(
+                &format!("rope_kv_{sfx}"),
+                (nh + 2 * nkv) as u32,
+                64,
+                0,
+                kargs![&qkvb.ptr, &fb.ptr, &kcb.ptr, &vcb.ptr, &pb.ptr, &nhi, &nkvi, &hdi],
+            )?
         };
         // CPU twin
         let mut q = qkvr[..nh * hd].to_vec();
@@ -357,36 +655,104 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         decdec_core::ops::rope_half_split(&mut kk, hd, pos, &inv_freq);
         let q: Vec<f32> = q.iter().map(|&v| dt.round(v)).collect();
         let got_q = read_act(gpu, dt, &qkvb, nh * hd)?;
-        rep.add(format!("rope q nh={nh} hd={hd} pos={pos} {sfx}"), rel_err(&got_q, &q), tol(dt));
+        rep.add(
+            format!("rope q nh={nh} hd={hd} pos={pos} {sfx}"),
+            rel_err(&got_q, &q),
+            tol(dt),
+        );
         let base = pos * nkv * hd;
         for i in 0..nkv * hd {
             kcr[base + i] = dt.round(kk[i]);
             vcr[base + i] = qkvr[(nh + nkv) * hd + i];
         }
         let got_k = read_act(gpu, dt, &kcb, max_seq * nkv * hd)?;
-        rep.add(format!("rope k -> cache nkv={nkv} pos={pos} {sfx}"), rel_err(&got_k, &kcr), tol(dt));
+        rep.add(
+            format!("rope k -> cache nkv={nkv} pos={pos} {sfx}"),
+            rel_err(&got_k, &kcr),
+            tol(dt),
+        );
         let got_v = read_act(gpu, dt, &vcb, max_seq * nkv * hd)?;
-        rep.add(format!("v -> cache nkv={nkv} pos={pos} {sfx}"), rel_err(&got_v, &vcr), 0.0);
+        rep.add(
+            format!("v -> cache nkv={nkv} pos={pos} {sfx}"),
+            rel_err(&got_v, &vcr),
+            0.0,
+        );
         // attention over positions 0..=pos with the rotated q from the GPU
         let scale = 1.0 / (hd as f32).sqrt();
         let out = gpu.alloc(nh * hd * 2 + 16)?;
         gpu.memset(&out, 0xff)?;
+        // with the selection of the o projection's salient channels by the last head block of each
+        // 1024-channel chunk
+        let dim = nh * hd;
+        let k_chunk = 64usize;
+        let th = thresholds_like(rng, dim, 1.0);
+        let rows_n = crate::linear::dec_total_rows(dim, k_chunk);
+        let (si, sv) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
+        gpu.memset(&si, 0xff)?;
+        let sa = SelArgs {
+            sel_idx: si.ptr,
+            sel_val: sv.ptr,
+            a: th[0],
+            b: th[(k_chunk * dim / 1024).max(1) - 1],
+            k_chunk: k_chunk as i32,
+        };
+        let cnt = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
+        let out32 = gpu.alloc(dim * 4)?;
+        gpu.memset(&out32, 0xff)?;
         unsafe {
-            gpu.launch(&format!("attn_decode_{sfx}"), nh as u32, 256, (max_seq * 4) as u32, kargs![&qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &pb.ptr, &nhi, &nkvi, &hdi, &scale])?
+            gpu.launch(
+                &format!("attn_decode_{sfx}"),
+                nh as u32,
+                256,
+                (max_seq * 4) as u32,
+                kargs![
+                    &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &out32.ptr, &pb.ptr, &nhi, &nkvi,
+                    &hdi, &scale, &sa, &cnt.ptr
+                ],
+            )?
         };
         let got = read_act(gpu, dt, &out, nh * hd)?;
+        if rows_n > 0 && 1024 % hd == 0 {
+            let o32: Vec<f32> = gpu.read(&out32)?;
+            let mut rows = Vec::new();
+            selection::select_bucket(&o32, &th, k_chunk, &mut rows);
+            let gsel: Vec<u32> = gpu.read_raw(si.ptr, rows.len())?;
+            let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
+            rep.add(
+                format!("attention selection for o == select_bucket nh={nh} hd={hd} {sfx}"),
+                mism as f64,
+                0.0,
+            );
+            let cnt_after: Vec<i32> = gpu.read_raw(cnt.ptr, dim.div_ceil(1024))?;
+            rep.add(
+                format!("attention chunk counters reset nh={nh} hd={hd} {sfx}"),
+                cnt_after.iter().filter(|&&c| c != 0).count() as f64,
+                0.0,
+            );
+        }
         let mut want = vec![0f32; nh * hd];
         for h in 0..nh {
             let kvh = h / (nh / nkv);
             let mut s: Vec<f32> = (0..=pos)
-                .map(|j| (0..hd).map(|i| got_q[h * hd + i] * kcr[(j * nkv + kvh) * hd + i]).sum::<f32>() * scale)
+                .map(|j| {
+                    (0..hd)
+                        .map(|i| got_q[h * hd + i] * kcr[(j * nkv + kvh) * hd + i])
+                        .sum::<f32>()
+                        * scale
+                })
                 .collect();
             decdec_core::ops::softmax(&mut s);
             for i in 0..hd {
-                want[h * hd + i] = (0..=pos).map(|j| s[j] * vcr[(j * nkv + kvh) * hd + i]).sum();
+                want[h * hd + i] = (0..=pos)
+                    .map(|j| s[j] * vcr[(j * nkv + kvh) * hd + i])
+                    .sum();
             }
         }
-        rep.add(format!("attention nh={nh} nkv={nkv} hd={hd} len={} {sfx}", pos + 1), rel_err(&got, &want), tol(dt));
+        rep.add(
+            format!("attention nh={nh} nkv={nkv} hd={hd} len={} {sfx}", pos + 1),
+            rel_err(&got, &want),
+            tol(dt),
+        );
     }
     // SiLU * up
     for f in [768usize, 1000] {
@@ -395,10 +761,23 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let out = gpu.alloc(f * 2 + 16)?;
         gpu.memset(&out, 0xff)?;
         let fi = f as i32;
-        unsafe { gpu.launch(&format!("silu_mul_{sfx}"), (f as u32).div_ceil(256), 256, 0, kargs![&gb.ptr, &out.ptr, &fi])? };
+        let null = 0u64;
+        unsafe {
+            gpu.launch(
+                &format!("silu_mul_{sfx}"),
+                (f as u32).div_ceil(256),
+                256,
+                0,
+                kargs![&gb.ptr, &out.ptr, &null, &fi],
+            )?
+        };
         let mut g = gr[..f].to_vec();
         decdec_core::ops::silu_mul(&mut g, &gr[f..]);
-        rep.add(format!("silu*up f={f} {sfx}"), rel_err(&read_act(gpu, dt, &out, f)?, &g), tol(dt));
+        rep.add(
+            format!("silu*up f={f} {sfx}"),
+            rel_err(&read_act(gpu, dt, &out, f)?, &g),
+            tol(dt),
+        );
     }
     // embedding
     {
@@ -410,9 +789,21 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let h = gpu.alloc(d * 4)?;
         gpu.memset(&h, 0xff)?;
         let di = d as i32;
-        unsafe { gpu.launch(&format!("embed_{sfx}"), 1, 128, 0, kargs![&eb.ptr, &tb.ptr, &h.ptr, &di])? };
+        unsafe {
+            gpu.launch(
+                &format!("embed_{sfx}"),
+                1,
+                128,
+                0,
+                kargs![&eb.ptr, &tb.ptr, &h.ptr, &di],
+            )?
+        };
         let got: Vec<f32> = gpu.read(&h)?;
-        rep.add(format!("embedding {sfx}"), rel_err(&got, &er[17 * d..18 * d]), 0.0);
+        rep.add(
+            format!("embedding {sfx}"),
+            rel_err(&got, &er[17 * d..18 * d]),
+            0.0,
+        );
     }
     // dense GEMV (lm_head / 16-bit baseline)
     for (k, n) in [(288usize, 512usize), (4096, 1000), (1000, 7)] {
@@ -428,9 +819,21 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         if k % 8 != 0 {
             bail!("dense GEMV test shape needs K % 8 == 0");
         }
-        unsafe { gpu.launch(&format!("dense_gemv_{sfx}"), (n as u32).div_ceil(8), 256, 0, kargs![&wb.ptr, &xb.ptr, &y.ptr, &ni, &ki, &mode])? };
+        unsafe {
+            gpu.launch(
+                &format!("dense_gemv_{sfx}"),
+                (n as u32).div_ceil(8),
+                256,
+                0,
+                kargs![&wb.ptr, &xb.ptr, &y.ptr, &ni, &ki, &mode],
+            )?
+        };
         let got: Vec<f32> = gpu.read(&y)?;
-        rep.add(format!("dense gemv {k}x{n} {sfx} (f32 out)"), rel_err(&got, &want), 1e-5);
+        rep.add(
+            format!("dense gemv {k}x{n} {sfx} (f32 out)"),
+            rel_err(&got, &want),
+            1e-5,
+        );
     }
     // argmax with a tie (lowest index must win)
     {
@@ -445,7 +848,11 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let ni = n as i32;
         unsafe { gpu.launch("argmax_f32", 1, 1024, 0, kargs![&vb.ptr, &ni, &ob.ptr])? };
         let got: Vec<i32> = gpu.read(&ob)?;
-        rep.add(format!("argmax n={n} (tie -> lowest index) {sfx}"), if got[0] as usize == i1 { 0.0 } else { 1.0 }, 0.0);
+        rep.add(
+            format!("argmax n={n} (tie -> lowest index) {sfx}"),
+            if got[0] as usize == i1 { 0.0 } else { 1.0 },
+            0.0,
+        );
     }
     Ok(())
 }

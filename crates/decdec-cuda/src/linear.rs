@@ -45,6 +45,20 @@ pub struct DecArgs {
     pub k_chunk: i32,
     pub n_dec: i32,
     pub dbg_t: u64,
+    pub x32: u64,
+    pub presel: i32,
+}
+
+/// Selection request handed to a producer kernel (`rmsnorm_sel`, `silu_sel`, `select_only`);
+/// must match `SelArgs` in gemv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelArgs {
+    pub sel_idx: u64,
+    pub sel_val: u64,
+    pub a: f32,
+    pub b: f32,
+    pub k_chunk: i32,
 }
 
 /// Where the GEMV writes its result.
@@ -99,6 +113,9 @@ pub enum DecMode {
     Off,
     /// Selection + fetch as extra blocks of the GEMV launch (`n_dec` blocks).
     Fused { k_chunk: usize, n_dec: usize },
+    /// As `Fused`, but the kernel that produced x already wrote the selection ([`GpuLinear::sel_args`]):
+    /// the DEC blocks start fetching at once.
+    FusedPresel { k_chunk: usize, n_dec: usize },
     /// The original's structure: a cooperative select / grid-sync / fetch kernel on a second stream
     /// concurrent with the GEMV, then an add kernel (`n_tb` blocks).
     Coop { k_chunk: usize, n_tb: usize },
@@ -123,17 +140,43 @@ pub fn dec_total_rows(k: usize, k_chunk: usize) -> usize {
 impl GpuLinear {
     pub fn from_uniform(gpu: &Gpu, q: &UniformRef) -> Result<GpuLinear> {
         let (shape, qw, sz) = repack::tile_uniform(q)?;
-        Ok(GpuLinear { format: Format::Uniform, shape, qw: gpu.upload(&qw)?, params: gpu.upload(&sz)?, dec: None, split_override: None })
+        Ok(GpuLinear {
+            format: Format::Uniform,
+            shape,
+            qw: gpu.upload(&qw)?,
+            params: gpu.upload(&sz)?,
+            dec: None,
+            split_override: None,
+        })
     }
 
     pub fn from_lut(gpu: &Gpu, q: &LutRef) -> Result<GpuLinear> {
         let (shape, qw) = repack::tile_lut(q)?;
-        Ok(GpuLinear { format: Format::Lut, shape, qw: gpu.upload(&qw)?, params: gpu.upload(q.lut)?, dec: None, split_override: None })
+        Ok(GpuLinear {
+            format: Format::Lut,
+            shape,
+            qw: gpu.upload(&qw)?,
+            params: gpu.upload(q.lut)?,
+            dec: None,
+            split_override: None,
+        })
     }
 
     /// A linear with random codes and parameters generated on the GPU (benchmarks, synthetic models).
-    pub fn random(gpu: &Gpu, format: Format, bits: u32, n: usize, k: usize, group_size: usize, seed: u64) -> Result<GpuLinear> {
-        let gs = if format == Format::Lut { 256 } else { group_size };
+    pub fn random(
+        gpu: &Gpu,
+        format: Format,
+        bits: u32,
+        n: usize,
+        k: usize,
+        group_size: usize,
+        seed: u64,
+    ) -> Result<GpuLinear> {
+        let gs = if format == Format::Lut {
+            256
+        } else {
+            group_size
+        };
         let shape = TiledShape::new(bits, n, k, gs)?;
         let qw = gpu.alloc(shape.qw_words() * 4)?;
         fill_u32(gpu, &qw, seed)?;
@@ -142,7 +185,15 @@ impl GpuLinear {
                 let b = gpu.alloc(shape.sz_words() * 4)?;
                 let (n32, lo, hi, bits_i) = ((b.bytes / 4) as u64, 0.002f32, 0.02f32, bits as i32);
                 let seed2 = seed ^ 0x5555;
-                unsafe { gpu.launch("fill_scale_zero", 1024, 256, 0, kargs![&b.ptr, &n32, &seed2, &lo, &hi, &bits_i])? };
+                unsafe {
+                    gpu.launch(
+                        "fill_scale_zero",
+                        1024,
+                        256,
+                        0,
+                        kargs![&b.ptr, &n32, &seed2, &lo, &hi, &bits_i],
+                    )?
+                };
                 b
             }
             Format::Lut => {
@@ -151,23 +202,54 @@ impl GpuLinear {
                 b
             }
         };
-        Ok(GpuLinear { format, shape, qw, params, dec: None, split_override: None })
+        Ok(GpuLinear {
+            format,
+            shape,
+            qw,
+            params,
+            dec: None,
+            split_override: None,
+        })
     }
 
     /// Attach a canonical 4-bit residual (copied into mapped pinned host memory) and thresholds.
-    pub fn attach_residual(&mut self, gpu: &Gpu, r: &ResidualRef, thresholds: &[f32]) -> Result<()> {
+    pub fn attach_residual(
+        &mut self,
+        gpu: &Gpu,
+        r: &ResidualRef,
+        thresholds: &[f32],
+    ) -> Result<()> {
         if r.bits != 4 {
-            bail!("the GPU DEC kernels read 4-bit residuals, not {}-bit", r.bits);
+            bail!(
+                "the GPU DEC kernels read 4-bit residuals, not {}-bit",
+                r.bits
+            );
         }
         if r.n != self.shape.n || r.k != self.shape.k {
-            bail!("residual is {}x{} but the linear is {}x{}", r.n, r.k, self.shape.n, self.shape.k);
+            bail!(
+                "residual is {}x{} but the linear is {}x{}",
+                r.n,
+                r.k,
+                self.shape.n,
+                self.shape.k
+            );
         }
         let wpr = (r.n * 4).div_ceil(32);
         if r.residual.len() != r.k * wpr || r.scales.len() != r.n {
-            bail!("residual has {} words / {} scales, expected {} / {}", r.residual.len(), r.scales.len(), r.k * wpr, r.n);
+            bail!(
+                "residual has {} words / {} scales, expected {} / {}",
+                r.residual.len(),
+                r.scales.len(),
+                r.k * wpr,
+                r.n
+            );
         }
         if thresholds.len() != r.k {
-            bail!("thresholds have {} entries, expected K = {}", thresholds.len(), r.k);
+            bail!(
+                "thresholds have {} entries, expected K = {}",
+                thresholds.len(),
+                r.k
+            );
         }
         let mut host = gpu.host_mapped(r.residual.len() * 4)?;
         host.as_mut_slice::<u32>()[..r.residual.len()].copy_from_slice(r.residual);
@@ -176,7 +258,12 @@ impl GpuLinear {
 
     /// Random residual (benchmarks, synthetic models): random codes, scales and thresholds spanning
     /// [0, a] so that bucket selection behaves like on calibrated data.
-    pub fn attach_random_residual(&mut self, gpu: &Gpu, seed: u64, thresholds: Vec<f32>) -> Result<()> {
+    pub fn attach_random_residual(
+        &mut self,
+        gpu: &Gpu,
+        seed: u64,
+        thresholds: Vec<f32>,
+    ) -> Result<()> {
         let (n, k) = (self.shape.n, self.shape.k);
         let wpr = (n * 4).div_ceil(32);
         let mut host = gpu.host_mapped(k * wpr * 4)?;
@@ -193,7 +280,13 @@ impl GpuLinear {
         self.install_dec(gpu, host, rs, thresholds)
     }
 
-    fn install_dec(&mut self, gpu: &Gpu, host: HostMapped, rscale: DevBuf, thresholds: Vec<f32>) -> Result<()> {
+    fn install_dec(
+        &mut self,
+        gpu: &Gpu,
+        host: HostMapped,
+        rscale: DevBuf,
+        thresholds: Vec<f32>,
+    ) -> Result<()> {
         let n = self.shape.n;
         let ns = DecStore::n_slices(n);
         let max_rows = dec_total_rows(self.shape.k, 1024).max(1);
@@ -216,14 +309,36 @@ impl GpuLinear {
         Ok(())
     }
 
+    /// Where a producer kernel writes this linear's selection at `k_chunk` (None: no DEC rows).
+    pub fn sel_args(&self, k_chunk: usize) -> Option<SelArgs> {
+        let d = self.dec.as_ref()?;
+        if dec_total_rows(self.shape.k, k_chunk) == 0 {
+            return None;
+        }
+        Some(SelArgs {
+            sel_idx: d.sel_idx.ptr,
+            sel_val: d.sel_val.ptr,
+            a: d.thresholds[0],
+            b: d.thresholds[(k_chunk * self.shape.k / 1024).max(1) - 1],
+            k_chunk: k_chunk as i32,
+        })
+    }
+
     /// Ablation: read the residual from a device-memory copy (no PCIe) instead of pinned host memory.
     pub fn residual_on_device(&mut self, gpu: &Gpu, on: bool) -> Result<()> {
-        let d = self.dec.as_mut().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        let d = self
+            .dec
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
         d.res_dev = if on {
             let b = gpu.alloc(d.host.bytes)?;
             unsafe {
                 crate::gpu::ck(
-                    cudarc::driver::sys::cuMemcpyHtoD_v2(b.ptr, d.host.host as *const std::ffi::c_void, d.host.bytes),
+                    cudarc::driver::sys::cuMemcpyHtoD_v2(
+                        b.ptr,
+                        d.host.host as *const std::ffi::c_void,
+                        d.host.bytes,
+                    ),
                     "cuMemcpyHtoD",
                 )?
             };
@@ -237,13 +352,19 @@ impl GpuLinear {
     /// Record clock64 phase stamps of the fused kernel (DEC block 0: start, selected, synced,
     /// first slice fetched, first slice handed over; GEMV block 0: start, end).
     pub fn enable_stamps(&mut self, gpu: &Gpu) -> Result<()> {
-        let d = self.dec.as_mut().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        let d = self
+            .dec
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
         d.dbg_t = Some(gpu.alloc_zeroed(16 * 8)?);
         Ok(())
     }
 
     pub fn read_stamps(&self, gpu: &Gpu) -> Result<Vec<i64>> {
-        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        let d = self
+            .dec
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
         match &d.dbg_t {
             Some(b) => gpu.read(b),
             None => Ok(Vec::new()),
@@ -252,13 +373,17 @@ impl GpuLinear {
 
     /// Selected channels of the last DEC call (`rows` entries).
     pub fn last_selection(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
-        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
+        let d = self
+            .dec
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no DEC state"))?;
         gpu.read_raw(d.sel_idx.ptr, rows)
     }
 
-    /// Warps per row tile (split-K inside a block). Measured on the H200 (docs/performance.md):
-    /// enough warps to cover the device (>= 1024 in all) and at most 8 chunks per warp, except when
-    /// the row tiles alone give that many warps.
+    /// Warps per row tile (split-K inside a block), from the H200 sweeps (docs/performance.md):
+    /// long K gets 8 (down: 56 chunks); many tiles get 4 (gate-up: 896 blocks, ~2.3 even waves);
+    /// at least 384 tiles get 8 (qkv: 384 blocks, one full wave at 3 blocks per SM); fewer get 4
+    /// (o: 128 blocks, one per SM). Never more warps than chunks.
     pub fn split_for(&self, _sms: i32) -> usize {
         if self.format == Format::Lut {
             return 8;
@@ -267,8 +392,17 @@ impl GpuLinear {
             return s;
         }
         let (tiles, kc) = (self.shape.n_tiles, self.shape.kc.max(1));
+        let want: usize = if kc >= 32 {
+            8
+        } else if tiles >= 1024 {
+            4
+        } else if tiles >= 384 {
+            8
+        } else {
+            4
+        };
         let mut s = 1;
-        while s < 8 && s * 2 <= kc && (tiles * s < 1024 || (tiles < 1024 && kc > 8 * s)) {
+        while s < want && s * 2 <= kc {
             s *= 2;
         }
         s
@@ -276,7 +410,12 @@ impl GpuLinear {
 
     fn kernel_name(&self, dt: Dtype) -> String {
         match self.format {
-            Format::Uniform => format!("gemv_u{}_g{}_{}", self.shape.bits, self.shape.group_size, dt.suffix()),
+            Format::Uniform => format!(
+                "gemv_u{}_g{}_{}",
+                self.shape.bits,
+                self.shape.group_size,
+                dt.suffix()
+            ),
             Format::Lut => format!("gemv_l{}_{}", self.shape.bits, dt.suffix()),
         }
     }
@@ -285,8 +424,16 @@ impl GpuLinear {
         let s = &self.shape;
         GemvArgs {
             qw: self.qw.ptr,
-            sz: if self.format == Format::Uniform { self.params.ptr } else { 0 },
-            lut: if self.format == Format::Lut { self.params.ptr } else { 0 },
+            sz: if self.format == Format::Uniform {
+                self.params.ptr
+            } else {
+                0
+            },
+            lut: if self.format == Format::Lut {
+                self.params.ptr
+            } else {
+                0
+            },
             x,
             y,
             n: s.n as i32,
@@ -299,7 +446,10 @@ impl GpuLinear {
     }
 
     fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
-        let d = self.dec.as_ref().ok_or_else(|| anyhow::anyhow!("DEC requested on a linear without residuals"))?;
+        let d = self
+            .dec
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("DEC requested on a linear without residuals"))?;
         let ktot = dec_total_rows(self.shape.k, k_chunk);
         if ktot == 0 {
             return Ok(DecArgs::default());
@@ -310,6 +460,8 @@ impl GpuLinear {
         Ok(DecArgs {
             res: d.res_dev.as_ref().map(|b| b.ptr).unwrap_or(d.host.dev),
             dbg_t: d.dbg_t.as_ref().map(|b| b.ptr).unwrap_or(0),
+            x32: 0,
+            presel: 0,
             rscale: d.rscale.ptr,
             dvec: d.dvec.ptr,
             bvec: d.bvec.ptr,
@@ -325,20 +477,75 @@ impl GpuLinear {
         })
     }
 
+    /// Shared memory of the cooperative DEC kernel alone.
+    fn coop_smem_bytes(dec_rows: usize) -> u32 {
+        (8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8) as u32
+    }
+
     fn smem_bytes(&self, dec_rows: usize) -> u32 {
         let gemv = 8 * 16 * 4
             + match self.format {
                 Format::Lut => 16 * (1usize << (2 * self.shape.bits)) * 4,
                 Format::Uniform => 0,
             }
-            + self.shape.kc * 256 * 2;
-        let dec = if dec_rows > 0 { 8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8 } else { 0 };
+            + self.shape.kc * 256 * 2
+            + self.ring_bytes();
+        let dec = if dec_rows > 0 {
+            8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8
+        } else {
+            0
+        };
         gemv.max(dec) as u32
     }
 
+    /// Shared memory of the per-warp cp.async rings (STAGES in gemv.cu).
+    fn ring_bytes(&self) -> usize {
+        const STAGES: usize = 3;
+        let u4 = self.shape.u4();
+        let szn = match self.format {
+            Format::Lut => 1,
+            Format::Uniform => 2 * (256 / self.shape.group_size),
+        };
+        8 * STAGES * (u4 * 32 * 16 + szn * 32 * 4)
+    }
+
     /// y = W x (+ DEC), queued on the main stream. `x`, `y` are raw device addresses.
-    pub fn forward(&self, gpu: &Gpu, dt: Dtype, x: u64, y: u64, out: OutMode, dec: DecMode) -> Result<()> {
-        let split = self.split_for(gpu.sms);
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        x: u64,
+        y: u64,
+        out: OutMode,
+        dec: DecMode,
+    ) -> Result<()> {
+        self.forward_x32(gpu, dt, x, 0, y, out, dec)
+    }
+
+    /// As [`GpuLinear::forward`]; `x32` (0 or an f32 copy of x) is what DEC selects on and
+    /// multiplies with, as the CPU reference does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_x32(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        x: u64,
+        x32: u64,
+        y: u64,
+        out: OutMode,
+        dec: DecMode,
+    ) -> Result<()> {
+        // a compensated launch also hosts the DEC blocks: keep the GEMV grid below a full wave
+        let split = match dec {
+            DecMode::Fused { .. } | DecMode::FusedPresel { .. }
+                if self.split_override.is_none()
+                    && (384..1024).contains(&self.shape.n_tiles)
+                    && self.shape.kc < 32 =>
+            {
+                4
+            }
+            _ => self.split_for(gpu.sms),
+        };
         let g = self.gemv_args(x, y, out, split);
         let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
         let name = self.kernel_name(dt);
@@ -347,8 +554,13 @@ impl GpuLinear {
                 let d = DecArgs::default();
                 unsafe { gpu.launch(&name, blocks, NTHREADS, self.smem_bytes(0), kargs![&g, &d]) }
             }
-            DecMode::Fused { k_chunk, n_dec } => {
-                let d = self.dec_args(k_chunk, n_dec)?;
+            DecMode::Fused { k_chunk, n_dec } | DecMode::FusedPresel { k_chunk, n_dec } => {
+                let presel = matches!(dec, DecMode::FusedPresel { .. }) as i32;
+                let d = DecArgs {
+                    x32,
+                    presel,
+                    ..self.dec_args(k_chunk, n_dec)?
+                };
                 let rows = dec_total_rows(self.shape.k, k_chunk);
                 let grid = blocks + d.n_dec as u32;
                 unsafe { gpu.launch(&name, grid, NTHREADS, self.smem_bytes(rows), kargs![&g, &d]) }
@@ -356,12 +568,16 @@ impl GpuLinear {
             DecMode::Coop { k_chunk, n_tb } => {
                 let rows = dec_total_rows(self.shape.k, k_chunk);
                 if rows == 0 {
-                    return self.forward(gpu, dt, x, y, out, DecMode::Off);
+                    return self.forward_x32(gpu, dt, x, x32, y, out, DecMode::Off);
                 }
                 if out != OutMode::Store {
                     bail!("the cooperative DEC variant only supports OutMode::Store");
                 }
-                let nd = DecArgs { n_dec: 0, ..self.dec_args(k_chunk, 0)? };
+                let nd = DecArgs {
+                    n_dec: 0,
+                    x32,
+                    ..self.dec_args(k_chunk, 0)?
+                };
                 let bar = self.dec.as_ref().expect("dec_args checked").bar.ptr;
                 let (n, k) = (self.shape.n as i32, self.shape.k as i32);
                 gpu.fork()?;
@@ -371,19 +587,108 @@ impl GpuLinear {
                         &format!("dec_coop_{}", dt.suffix()),
                         n_tb as u32,
                         NTHREADS,
-                        self.smem_bytes(rows),
+                        Self::coop_smem_bytes(rows),
                         kargs![&x, &n, &k, &nd, &bar],
                     )?;
                     let off = DecArgs::default();
-                    gpu.launch(&name, blocks, NTHREADS, self.smem_bytes(0), kargs![&g, &off])?;
+                    gpu.launch(
+                        &name,
+                        blocks,
+                        NTHREADS,
+                        self.smem_bytes(0),
+                        kargs![&g, &off],
+                    )?;
                 }
                 gpu.join()?;
                 let dvec = nd.dvec;
                 unsafe {
-                    gpu.launch(&format!("add_dvec_{}", dt.suffix()), (n as u32).div_ceil(256), 256, 0, kargs![&y, &dvec, &n])
+                    gpu.launch(
+                        &format!("add_dvec_{}", dt.suffix()),
+                        (n as u32).div_ceil(256),
+                        256,
+                        0,
+                        kargs![&y, &dvec, &n],
+                    )
                 }
             }
         }
+    }
+
+    /// Ablation kernels of the 3-bit g128 f16 GEMV: `variant` = "memonly" (loads, no decode/mma)
+    /// or "computeonly" (decode/mma, no weight loads).
+    pub fn forward_ablation(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        x: u64,
+        y: u64,
+        variant: &str,
+    ) -> Result<()> {
+        if self.format != Format::Uniform
+            || self.shape.bits != 3
+            || self.shape.group_size != 128
+            || dt != Dtype::F16
+        {
+            bail!("ablation kernels exist for uniform 3-bit g128 f16 only");
+        }
+        let split = self.split_for(gpu.sms);
+        let g = self.gemv_args(x, y, OutMode::Store, split);
+        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
+        let d = DecArgs::default();
+        unsafe {
+            gpu.launch(
+                &format!("gemv_u3_g128_f16_{variant}"),
+                blocks,
+                NTHREADS,
+                self.smem_bytes(0),
+                kargs![&g, &d],
+            )
+        }
+    }
+
+    /// Dequantize into a dense row-major `[N][K]` activation-dtype matrix at `out` (prefill).
+    /// Uniform g128 and LUT weights.
+    pub fn dequantize_into(&self, gpu: &Gpu, dt: Dtype, out: u64) -> Result<()> {
+        let name = match self.format {
+            Format::Uniform if self.shape.group_size == 128 => {
+                format!("dequant_u{}_g128_{}", self.shape.bits, dt.suffix())
+            }
+            Format::Lut => format!("dequant_l{}_{}", self.shape.bits, dt.suffix()),
+            Format::Uniform => bail!(
+                "prefill dequantization supports group size 128, not {}",
+                self.shape.group_size
+            ),
+        };
+        let g = self.gemv_args(0, 0, OutMode::Store, 8);
+        let smem = match self.format {
+            Format::Lut => (16usize << (2 * self.shape.bits)) * 4,
+            Format::Uniform => 0,
+        } as u32;
+        unsafe {
+            gpu.launch(
+                &name,
+                self.shape.n_tiles as u32,
+                NTHREADS,
+                smem,
+                kargs![&g, &out],
+            )
+        }
+    }
+
+    /// Batched `y[t, :] = W x[t, :]` for `t` tokens (prefill, no compensation): dequantize into
+    /// `scratch` (>= N*K activation-dtype elements) and one cuBLAS GEMM with f32 accumulation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_batch(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        x: u64,
+        y: u64,
+        tokens: usize,
+        scratch: u64,
+    ) -> Result<()> {
+        self.dequantize_into(gpu, dt, scratch)?;
+        gemm_xwt(gpu, dt, x, scratch, y, tokens, self.shape.k, self.shape.n)
     }
 
     /// Bytes of weights (codes + parameters) one call streams from device memory.
@@ -399,11 +704,84 @@ pub fn fill_u32(gpu: &Gpu, b: &DevBuf, seed: u64) -> Result<()> {
 
 pub fn fill_f32(gpu: &Gpu, b: &DevBuf, seed: u64, lo: f32, hi: f32) -> Result<()> {
     let n = (b.bytes / 4) as u64;
-    unsafe { gpu.launch("fill_uniform_f32", 2048, 256, 0, kargs![&b.ptr, &n, &seed, &lo, &hi]) }
+    unsafe {
+        gpu.launch(
+            "fill_uniform_f32",
+            2048,
+            256,
+            0,
+            kargs![&b.ptr, &n, &seed, &lo, &hi],
+        )
+    }
 }
 
 /// Fill a buffer of `n` activation-dtype values with uniform [lo, hi).
-pub fn fill_act(gpu: &Gpu, dt: Dtype, ptr: u64, n: usize, seed: u64, lo: f32, hi: f32) -> Result<()> {
+pub fn fill_act(
+    gpu: &Gpu,
+    dt: Dtype,
+    ptr: u64,
+    n: usize,
+    seed: u64,
+    lo: f32,
+    hi: f32,
+) -> Result<()> {
     let n = n as u64;
-    unsafe { gpu.launch(&format!("fill_uniform_{}", dt.suffix()), 1024, 256, 0, kargs![&ptr, &n, &seed, &lo, &hi]) }
+    unsafe {
+        gpu.launch(
+            &format!("fill_uniform_{}", dt.suffix()),
+            1024,
+            256,
+            0,
+            kargs![&ptr, &n, &seed, &lo, &hi],
+        )
+    }
+}
+
+/// `y[t, n] = sum_k x[t, k] * w[n, k]` (row-major x `[t, k]`, w `[n, k]`, y `[t, n]`, activation
+/// dtype, f32 accumulation) through cuBLAS.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_xwt(
+    gpu: &Gpu,
+    dt: Dtype,
+    x: u64,
+    w: u64,
+    y: u64,
+    t: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    use cudarc::cublas::sys as cb;
+    let h = gpu
+        .cublas
+        .ok_or_else(|| anyhow::anyhow!("cuBLAS is not available on this machine"))?;
+    let ty = match dt {
+        Dtype::F16 => cb::cudaDataType::CUDA_R_16F,
+        Dtype::Bf16 => cb::cudaDataType::CUDA_R_16BF,
+    };
+    let (alpha, beta) = (1f32, 0f32);
+    // column-major view: Y^T (n x t) = W (k x n)^T * X^T (k x t)
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            h,
+            cb::cublasOperation_t::CUBLAS_OP_T,
+            cb::cublasOperation_t::CUBLAS_OP_N,
+            n as i32,
+            t as i32,
+            k as i32,
+            &alpha as *const f32 as *const std::ffi::c_void,
+            w as *const std::ffi::c_void,
+            ty,
+            k as i32,
+            x as *const std::ffi::c_void,
+            ty,
+            k as i32,
+            &beta as *const f32 as *const std::ffi::c_void,
+            y as *mut std::ffi::c_void,
+            ty,
+            n as i32,
+            cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+        .map_err(|e| anyhow::anyhow!("cublasGemmEx: {e:?}"))
+    }
 }

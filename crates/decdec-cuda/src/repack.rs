@@ -90,7 +90,15 @@ impl TiledShape {
             bail!("empty matrix {n}x{k}");
         }
         let kc = k.div_ceil(CHUNK);
-        Ok(TiledShape { bits, n, k, n_tiles: n.div_ceil(TILE), kc, group_size, gp: kc * CHUNK / group_size })
+        Ok(TiledShape {
+            bits,
+            n,
+            k,
+            n_tiles: n.div_ceil(TILE),
+            kc,
+            group_size,
+            gp: kc * CHUNK / group_size,
+        })
     }
     /// u32 words per (lane, chunk)
     pub fn lane_words(&self) -> usize {
@@ -112,7 +120,12 @@ impl TiledShape {
     }
     /// Bytes the GEMV streams per call (codes + scale/zero words).
     pub fn stream_bytes(&self, lut: bool) -> usize {
-        4 * self.qw_words() + if lut { self.n * (1 << self.bits) * 4 } else { 4 * self.sz_words() }
+        4 * self.qw_words()
+            + if lut {
+                self.n * (1 << self.bits) * 4
+            } else {
+                4 * self.sz_words()
+            }
     }
 }
 
@@ -154,40 +167,51 @@ pub fn slot_of(bits: u32, r: usize, kk: usize) -> (usize, [(usize, usize); 4]) {
     (lane, out)
 }
 
-/// Index (in u32 words) of lane word `w` of (tile, chunk) in the interleaved uint4 layout.
+/// Index (in u32 words) of lane word `w` of (tile, chunk) in the interleaved uint4 layout
+/// (chunk-major: the warps streaming chunk c of many tiles read one contiguous region).
 #[inline]
 pub fn word_index(shape: &TiledShape, tile: usize, chunk: usize, lane: usize, w: usize) -> usize {
     let u4 = shape.u4();
-    (((tile * shape.kc + chunk) * u4 + w / 4) * 32 + lane) * 4 + w % 4
+    (((chunk * shape.n_tiles + tile) * u4 + w / 4) * 32 + lane) * 4 + w % 4
+}
+
+/// Index of the scale|zero word of (tile, group, row in tile): group-major, so that the warps
+/// streaming one chunk of many tiles read one contiguous region.
+#[inline]
+pub fn sz_index(shape: &TiledShape, tile: usize, group: usize, r: usize) -> usize {
+    (group * shape.n_tiles + tile) * TILE + r
 }
 
 /// Tiled codes: `code(row, col)` gives the code of any in-range element.
 pub fn tile_codes(shape: &TiledShape, code: impl Fn(usize, usize) -> u32 + Sync) -> Vec<u32> {
-    let tile_words = shape.kc * shape.lane_words() * 32;
+    // chunk-major: chunk c of every tile is one contiguous block of the buffer
+    let chunk_words = shape.n_tiles * shape.lane_words() * 32;
     let mut qw = vec![0u32; shape.qw_words()];
-    qw.par_chunks_mut(tile_words).enumerate().for_each(|(t, out)| {
-        for c in 0..shape.kc {
-            for r in 0..TILE {
-                let row = t * TILE + r;
-                if row >= shape.n {
-                    continue;
-                }
-                for kk in 0..CHUNK {
-                    let col = c * CHUNK + kk;
-                    if col >= shape.k {
-                        break;
+    qw.par_chunks_mut(chunk_words)
+        .enumerate()
+        .for_each(|(c, out)| {
+            for t in 0..shape.n_tiles {
+                for r in 0..TILE {
+                    let row = t * TILE + r;
+                    if row >= shape.n {
+                        continue;
                     }
-                    let v = code(row, col);
-                    let (lane, slots) = slot_of(shape.bits, r, kk);
-                    for (b, &(w, bit)) in slots.iter().take(shape.bits as usize).enumerate() {
-                        if (v >> b) & 1 == 1 {
-                            out[word_index(shape, 0, c, lane, w)] |= 1 << bit;
+                    for kk in 0..CHUNK {
+                        let col = c * CHUNK + kk;
+                        if col >= shape.k {
+                            break;
+                        }
+                        let v = code(row, col);
+                        let (lane, slots) = slot_of(shape.bits, r, kk);
+                        for (b, &(w, bit)) in slots.iter().take(shape.bits as usize).enumerate() {
+                            if (v >> b) & 1 == 1 {
+                                out[word_index(shape, t, 0, lane, w)] |= 1 << bit;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     qw
 }
 
@@ -221,22 +245,37 @@ pub fn tile_uniform(q: &UniformRef) -> Result<(TiledShape, Vec<u32>, Vec<u32>)> 
     let ng = q.k.div_ceil(q.group_size);
     let wpr = canonical_words_per_row(q.k, q.bits);
     if q.qweight.len() != q.n * wpr {
-        bail!("qweight has {} words, expected {} for {}x{} at {} bits", q.qweight.len(), q.n * wpr, q.n, q.k, q.bits);
+        bail!(
+            "qweight has {} words, expected {} for {}x{} at {} bits",
+            q.qweight.len(),
+            q.n * wpr,
+            q.n,
+            q.k,
+            q.bits
+        );
     }
     if q.scales.len() != q.n * ng || q.zeros.len() != q.n * ng {
-        bail!("scales/zeros have {}/{} entries, expected {}", q.scales.len(), q.zeros.len(), q.n * ng);
+        bail!(
+            "scales/zeros have {}/{} entries, expected {}",
+            q.scales.len(),
+            q.zeros.len(),
+            q.n * ng
+        );
     }
     if let Some(z) = q.zeros.iter().find(|&&z| z as u32 >= 1 << q.bits) {
         bail!("zero point {z} out of range for {} bits", q.bits);
     }
-    let qw = tile_codes(&shape, |row, col| canonical_code(q.qweight, q.k, q.bits, row, col));
+    let qw = tile_codes(&shape, |row, col| {
+        canonical_code(q.qweight, q.k, q.bits, row, col)
+    });
     let mut sz = vec![0u32; shape.sz_words()];
     for t in 0..shape.n_tiles {
         for gi in 0..ng.min(shape.gp) {
             for r in 0..TILE {
                 let row = t * TILE + r;
                 if row < q.n {
-                    sz[(t * shape.gp + gi) * TILE + r] = pack_scale_zero(q.scales[row * ng + gi], q.zeros[row * ng + gi]);
+                    sz[sz_index(&shape, t, gi, r)] =
+                        pack_scale_zero(q.scales[row * ng + gi], q.zeros[row * ng + gi]);
                 }
             }
         }
@@ -249,11 +288,24 @@ pub fn tile_lut(q: &LutRef) -> Result<(TiledShape, Vec<u32>)> {
     let shape = TiledShape::new(q.bits, q.n, q.k, 256)?;
     let wpr = canonical_words_per_row(q.k, q.bits);
     if q.qweight.len() != q.n * wpr {
-        bail!("qweight has {} words, expected {} for {}x{} at {} bits", q.qweight.len(), q.n * wpr, q.n, q.k, q.bits);
+        bail!(
+            "qweight has {} words, expected {} for {}x{} at {} bits",
+            q.qweight.len(),
+            q.n * wpr,
+            q.n,
+            q.k,
+            q.bits
+        );
     }
     if q.lut.len() != q.n << q.bits {
-        bail!("lut has {} entries, expected {}", q.lut.len(), q.n << q.bits);
+        bail!(
+            "lut has {} entries, expected {}",
+            q.lut.len(),
+            q.n << q.bits
+        );
     }
-    let qw = tile_codes(&shape, |row, col| canonical_code(q.qweight, q.k, q.bits, row, col));
+    let qw = tile_codes(&shape, |row, col| {
+        canonical_code(q.qweight, q.k, q.bits, row, col)
+    });
     Ok((shape, qw))
 }

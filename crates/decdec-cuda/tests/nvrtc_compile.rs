@@ -16,11 +16,16 @@ fn every_kernel_compiles_for_every_arch() {
     for arch in compile::CI_ARCHES {
         for (name, _) in compile::SOURCES {
             let cubin = compile::compile_cubin(name, arch).unwrap_or_else(|e| panic!("{e:#}"));
-            assert!(cubin.starts_with(b"\x7fELF"), "{name} for {arch} is not an ELF cubin");
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{name} for {arch} is not an ELF cubin"
+            );
             // every kernel the host side looks up must be in the image's symbol table
             for k in compile::kernel_names(name) {
                 assert!(
-                    cubin.windows(k.len() + 1).any(|w| &w[..k.len()] == k.as_bytes() && w[k.len()] == 0),
+                    cubin
+                        .windows(k.len() + 1)
+                        .any(|w| &w[..k.len()] == k.as_bytes() && w[k.len()] == 0),
                     "kernel {k} missing from the {name} cubin for {arch}"
                 );
             }

@@ -94,15 +94,27 @@ pub fn collect_tensors(model: &Model, qm: &QuantizedModel) -> Vec<(String, Owned
     let c = &model.config;
     let (h, v) = (c.hidden_size, c.vocab_size);
     let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), OwnedTensor::f32(vec![v, h], &model.embed)),
-        ("model.norm.weight".to_string(), OwnedTensor::f32(vec![h], &model.norm)),
+        (
+            "model.embed_tokens.weight".to_string(),
+            OwnedTensor::f32(vec![v, h], &model.embed),
+        ),
+        (
+            "model.norm.weight".to_string(),
+            OwnedTensor::f32(vec![h], &model.norm),
+        ),
     ];
     if let Some(head) = &model.lm_head {
-        out.push(("lm_head.weight".to_string(), OwnedTensor::f32(vec![v, h], head)));
+        out.push((
+            "lm_head.weight".to_string(),
+            OwnedTensor::f32(vec![v, h], head),
+        ));
     }
     for (i, l) in qm.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), OwnedTensor::f32(vec![h], &l.input_norm)));
+        out.push((
+            format!("{p}.input_layernorm.weight"),
+            OwnedTensor::f32(vec![h], &l.input_norm),
+        ));
         out.push((
             format!("{p}.post_attention_layernorm.weight"),
             OwnedTensor::f32(vec![h], &l.post_norm),
@@ -111,7 +123,10 @@ pub fn collect_tensors(model: &Model, qm: &QuantizedModel) -> Vec<(String, Owned
             let name = |w: &str| tensor_name(&ql.name, w);
             let (n, k) = (ql.q.n(), ql.q.k());
             let wpr = ql.q.qweight().len() / n.max(1);
-            out.push((name("qweight"), OwnedTensor::u32(vec![n, wpr], ql.q.qweight())));
+            out.push((
+                name("qweight"),
+                OwnedTensor::u32(vec![n, wpr], ql.q.qweight()),
+            ));
             match &ql.q {
                 QuantWeight::Uniform(u) => {
                     let ng = u.n_groups();
@@ -123,9 +138,18 @@ pub fn collect_tensors(model: &Model, qm: &QuantizedModel) -> Vec<(String, Owned
                 }
             }
             let r = &ql.residual;
-            out.push((name("residual"), OwnedTensor::u32(vec![k, r.words_per_row], &r.codes)));
-            out.push((name("residual_scales"), OwnedTensor::f32(vec![n], &r.scales)));
-            out.push((name("thresholds"), OwnedTensor::f32(vec![k], &ql.thresholds)));
+            out.push((
+                name("residual"),
+                OwnedTensor::u32(vec![k, r.words_per_row], &r.codes),
+            ));
+            out.push((
+                name("residual_scales"),
+                OwnedTensor::f32(vec![n], &r.scales),
+            ));
+            out.push((
+                name("thresholds"),
+                OwnedTensor::f32(vec![k], &ql.thresholds),
+            ));
             out.push((name("act_mean"), OwnedTensor::f32(vec![k], &ql.act_mean)));
             out.push((name("act_sq"), OwnedTensor::f32(vec![k], &ql.act_sq)));
             if let Some(b) = &ql.bias {
@@ -172,7 +196,13 @@ pub struct ArtifactMeta {
 fn temp_name(out: &Path, what: &str) -> Result<PathBuf> {
     let parent = out
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let name = out
         .file_name()
@@ -183,7 +213,10 @@ fn temp_name(out: &Path, what: &str) -> Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    Ok(parent.join(format!(".{name}.decdec-{what}-{}-{nanos}", std::process::id())))
+    Ok(parent.join(format!(
+        ".{name}.decdec-{what}-{}-{nanos}",
+        std::process::id()
+    )))
 }
 
 /// Refuses an existing `out` unless `force` (checked before any expensive work, and again at the end).
@@ -196,7 +229,11 @@ pub fn check_out(out: &Path, force: bool) -> Result<()> {
     }
     if let Some(p) = out.parent() {
         if !p.as_os_str().is_empty() && !p.is_dir() {
-            bail!("--out {}: parent directory {} does not exist", out.display(), p.display());
+            bail!(
+                "--out {}: parent directory {} does not exist",
+                out.display(),
+                p.display()
+            );
         }
     }
     Ok(())
@@ -214,19 +251,24 @@ pub fn write_artifact(
     let tmp = temp_name(out, "tmp")?;
     std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let res = (|| -> Result<()> {
-        write_file(&tmp.join(INCOMPLETE_MARKER), b"decdec quantize in progress\n")?;
+        write_file(
+            &tmp.join(INCOMPLETE_MARKER),
+            b"decdec quantize in progress\n",
+        )?;
         write_file(
             &tmp.join("config.json"),
             serde_json::to_string_pretty(&meta.config_json)?.as_bytes(),
         )?;
         for (name, src) in &meta.copy_files {
-            let bytes = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+            let bytes =
+                std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
             write_file(&tmp.join(name), &bytes)?;
         }
         let mut info = std::collections::HashMap::new();
         info.insert("format".to_string(), FORMAT.to_string());
-        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
-            .map_err(|e| anyhow::anyhow!("cannot serialize tensors: {e}"))?;
+        let bytes =
+            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
+                .map_err(|e| anyhow::anyhow!("cannot serialize tensors: {e}"))?;
         write_file(&tmp.join(WEIGHTS_FILE), &bytes)?;
         write_file(
             &tmp.join(MANIFEST),
@@ -278,7 +320,11 @@ pub fn tokenizer_files(source: &Path, tokenizer: Option<&Path>) -> Vec<(String, 
     let tdir = tokenizer
         .and_then(|t| t.parent().map(Path::to_path_buf))
         .unwrap_or(dir);
-    for f in ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+    for f in [
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
         if tdir.join(f).is_file() {
             out.push((f.to_string(), tdir.join(f)));
         }
@@ -309,7 +355,8 @@ pub fn manifest_for(
         method: opts.method.to_string(),
         bits: opts.bits.as_f64(),
         layer_bits: qm.layers.iter().map(|l| l.bits).collect(),
-        group_size: (opts.method != decdec_core::quant::QuantMethod::Lut).then_some(opts.group_size),
+        group_size: (opts.method != decdec_core::quant::QuantMethod::Lut)
+            .then_some(opts.group_size),
         residual_bits: opts.residual_bits,
         weights_file: WEIGHTS_FILE.to_string(),
         calibration: CalibrationInfo {
@@ -332,7 +379,7 @@ pub fn manifest_for(
 }
 
 fn describe_groups(k: usize, g: usize) -> String {
-    if k % g == 0 {
+    if k.is_multiple_of(g) {
         format!("K={k}: {} groups of {g}", k / g)
     } else {
         format!(
@@ -347,12 +394,16 @@ fn describe_groups(k: usize, g: usize) -> String {
 pub fn inspect(dir: &Path) -> Result<serde_json::Value> {
     let m = quantized::read_manifest(dir)?;
     let config = decdec_model::ModelConfig::from_file(&dir.join("config.json"))?;
-    ensure!(m.layer_bits.len() == config.num_layers, "{}: layer_bits does not match config.json", dir.display());
+    ensure!(
+        m.layer_bits.len() == config.num_layers,
+        "{}: layer_bits does not match config.json",
+        dir.display()
+    );
     quantized::with_tensors(dir, &m, |tf| {
-        let bytes_of = |name: &str| -> usize {
-            tf.st.tensor(name).map(|v| v.data().len()).unwrap_or(0)
-        };
-        let (mut qbytes, mut rbytes, mut thr_bytes, mut stat_bytes) = (0usize, 0usize, 0usize, 0usize);
+        let bytes_of =
+            |name: &str| -> usize { tf.st.tensor(name).map(|v| v.data().len()).unwrap_or(0) };
+        let (mut qbytes, mut rbytes, mut thr_bytes, mut stat_bytes) =
+            (0usize, 0usize, 0usize, 0usize);
         let mut dense_params = 0usize;
         let mut ks = std::collections::BTreeSet::new();
         let mut per_layer = Vec::new();
@@ -361,7 +412,10 @@ pub fn inspect(dir: &Path) -> Result<serde_json::Value> {
             for (name, _, _, k) in quantized::layer_linears(&config, i) {
                 ks.insert(k);
                 let t = |w: &str| tensor_name(&name, w);
-                lq += bytes_of(&t("qweight")) + bytes_of(&t("scales")) + bytes_of(&t("zeros")) + bytes_of(&t("lut"));
+                lq += bytes_of(&t("qweight"))
+                    + bytes_of(&t("scales"))
+                    + bytes_of(&t("zeros"))
+                    + bytes_of(&t("lut"));
                 lr += bytes_of(&t("residual")) + bytes_of(&t("residual_scales"));
                 thr_bytes += bytes_of(&t("thresholds"));
                 stat_bytes += bytes_of(&t("act_mean")) + bytes_of(&t("act_sq"));
@@ -375,12 +429,21 @@ pub fn inspect(dir: &Path) -> Result<serde_json::Value> {
             qbytes += lq;
             rbytes += lr;
         }
-        for n in ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"] {
+        for n in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+        ] {
             dense_params += bytes_of(n) / 4;
         }
         let groups = match m.group_size {
-            Some(g) => ks.iter().map(|&k| describe_groups(k, g)).collect::<Vec<_>>(),
-            None => vec!["lut: one 2^bits-entry codebook per output channel (no groups)".to_string()],
+            Some(g) => ks
+                .iter()
+                .map(|&k| describe_groups(k, g))
+                .collect::<Vec<_>>(),
+            None => {
+                vec!["lut: one 2^bits-entry codebook per output channel (no groups)".to_string()]
+            }
         };
         let gpu = qbytes + thr_bytes + 2 * dense_params;
         Ok(json!({

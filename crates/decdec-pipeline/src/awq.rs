@@ -82,7 +82,11 @@ pub fn search_scales(
     bits: u32,
     group_size: usize,
 ) -> Result<ScaleSearch> {
-    ensure!(act_mean.len() == k, "act_mean has {} values, expected {k}", act_mean.len());
+    ensure!(
+        act_mean.len() == k,
+        "act_mean has {} values, expected {k}",
+        act_mean.len()
+    );
     ensure!(x.len() == t * k, "calibration rows are not [{t}, {k}]");
     ensure!(t > 0, "AWQ needs calibration rows");
     let mut best: Option<ScaleSearch> = None;

@@ -132,7 +132,7 @@ impl LinearObserver for Collector {
             let k = x.len() / rows;
             let dst = &mut self.cal.sample[layer][group.index()];
             for r in 0..rows {
-                if (r + self.window) % self.keep_every == 0 {
+                if (r + self.window).is_multiple_of(self.keep_every) {
                     dst.extend_from_slice(&x[r * k..(r + 1) * k]);
                 }
             }
@@ -159,11 +159,7 @@ pub fn calibrate(
     let widths = group_widths(model);
     let nl = model.config.num_layers;
     let total: usize = windows.iter().map(Vec::len).sum();
-    let keep_every = if keep_rows == 0 {
-        usize::MAX
-    } else {
-        (total / keep_rows).max(1)
-    };
+    let keep_every = total.checked_div(keep_rows).map_or(usize::MAX, |e| e.max(1));
     let mut col = Collector {
         cal: Calibration {
             layers: (0..nl)

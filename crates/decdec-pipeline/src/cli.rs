@@ -111,7 +111,9 @@ fn init_threads(n: Option<usize>) -> Result<()> {
     if let Some(n) = n {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
         // A second initialization (library use) is harmless: keep the existing pool.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     Ok(())
 }
@@ -141,8 +143,16 @@ pub fn quantize_to_dir(
             a.model.display()
         ),
     };
-    if lm.model.layers.iter().any(|l| l.linears().iter().any(|x| x.quantized().is_some())) {
-        anyhow::bail!("--model {}: the model holds quantized linears", a.model.display());
+    if lm
+        .model
+        .layers
+        .iter()
+        .any(|l| l.linears().iter().any(|x| x.quantized().is_some()))
+    {
+        anyhow::bail!(
+            "--model {}: the model holds quantized linears",
+            a.model.display()
+        );
     }
     let corpus = decdec_model::ppl::read_text(&a.calib).context("--calib")?;
     let qm = quantize::quantize_model(&mut lm.model, &lm.tokenizer, &corpus, &opts, pre)?;

@@ -119,13 +119,14 @@ impl QuantizeOptions {
         }
         if self.method == QuantMethod::Lut {
             ensure!(
-                self.bits.options().iter().all(|b| matches!(b, 2 | 3 | 4)),
+                self.bits.options().iter().all(|b| (2..=4).contains(b)),
                 "--method lut supports --bits 2, 3, 3.5 and 4 (a 2^bits-entry codebook per output channel)"
             );
         } else {
             ensure!(self.group_size > 0, "--group-size must be positive");
         }
-        decdec_core::residual::check_residual_bits(self.residual_bits).context("--residual-bits")?;
+        decdec_core::residual::check_residual_bits(self.residual_bits)
+            .context("--residual-bits")?;
         ensure!(self.calib_samples > 0, "--calib-samples must be at least 1");
         ensure!(self.calib_seq >= 2, "--calib-seq must be at least 2");
         Ok(())
@@ -185,7 +186,8 @@ fn quantize_uniform_linear(
 ) -> Result<QuantWeight> {
     let q = match clip_rows {
         Some((x, t)) if t > 0 => {
-            let clip = clip_search(w, n, k, bits, g, x, t).with_context(|| format!("{name}: clip search"))?;
+            let clip = clip_search(w, n, k, bits, g, x, t)
+                .with_context(|| format!("{name}: clip search"))?;
             quantize_clipped(w, n, k, bits, g, &clip)?
         }
         _ => quantize_rtn(w, n, k, bits, g)?,
@@ -217,10 +219,25 @@ fn quantize_layer(
                 .iter()
                 .zip(&w_ref)
                 .map(|(l, w)| {
-                    quantize_uniform_linear(&l.name, w, l.out_features, l.in_features, bits, g, None)
+                    quantize_uniform_linear(
+                        &l.name,
+                        w,
+                        l.out_features,
+                        l.in_features,
+                        bits,
+                        g,
+                        None,
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(LayerCand { bits, input_norm, post_norm, w_ref, q, info });
+            return Ok(LayerCand {
+                bits,
+                input_norm,
+                post_norm,
+                w_ref,
+                q,
+                info,
+            });
         }
         QuantMethod::Lut => {
             let q = lins
@@ -233,7 +250,14 @@ fn quantize_layer(
                         .with_context(|| l.name.clone())
                 })
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(LayerCand { bits, input_norm, post_norm, w_ref, q, info });
+            return Ok(LayerCand {
+                bits,
+                input_norm,
+                post_norm,
+                w_ref,
+                q,
+                info,
+            });
         }
         QuantMethod::Awq => {}
     }
@@ -241,7 +265,10 @@ fn quantize_layer(
     let search = |group: ProjGroup, idx: &[usize]| -> Result<ScaleSearch> {
         let (x, t) = cal.sample_rows(li, group);
         let k = lins[idx[0]].in_features;
-        let ws: Vec<(&[f32], usize)> = idx.iter().map(|&i| (dense_of(lins[i]), lins[i].out_features)).collect();
+        let ws: Vec<(&[f32], usize)> = idx
+            .iter()
+            .map(|&i| (dense_of(lins[i]), lins[i].out_features))
+            .collect();
         awq::search_scales(&ws, k, x, t, &cal.stats(li, group).act_mean(), bits, g)
             .with_context(|| format!("layer {li}: AWQ scale search for {}", group.name()))
     };
@@ -258,8 +285,8 @@ fn quantize_layer(
     for (a, s) in input_norm.iter_mut().zip(&s_qkv.scales) {
         *a /= s;
     }
-    for i in 0..3 {
-        awq::scale_columns(&mut w_ref[i], h, &s_qkv.scales);
+    for w in &mut w_ref[..3] {
+        awq::scale_columns(w, h, &s_qkv.scales);
     }
     for (a, s) in post_norm.iter_mut().zip(&s_gu.scales) {
         *a /= s;
@@ -294,7 +321,15 @@ fn quantize_layer(
         } else {
             None
         };
-        q.push(quantize_uniform_linear(&l.name, w, l.out_features, l.in_features, bits, g, rows)?);
+        q.push(quantize_uniform_linear(
+            &l.name,
+            w,
+            l.out_features,
+            l.in_features,
+            bits,
+            g,
+            rows,
+        )?);
     }
     let desc = |s: &ScaleSearch| json!({"ratio": s.ratio, "loss": s.loss, "loss_rtn": s.loss_rtn});
     info = json!({
@@ -303,7 +338,14 @@ fn quantize_layer(
         "down": desc(&s_d),
         "o": s_o.as_ref().map(desc),
     });
-    Ok(LayerCand { bits, input_norm, post_norm, w_ref, q, info })
+    Ok(LayerCand {
+        bits,
+        input_norm,
+        post_norm,
+        w_ref,
+        q,
+        info,
+    })
 }
 
 /// Replaces a layer's norms and dense weights, returning the previous ones.
@@ -363,7 +405,12 @@ fn kl_sensitivity(
     for (oi, opt) in cands.iter().enumerate() {
         for (li, c) in opt.iter().enumerate() {
             let deq: Vec<Vec<f32>> = c.q.iter().map(QuantWeight::dequantize).collect();
-            let saved = swap_layer(&mut model.layers[li], c.input_norm.clone(), c.post_norm.clone(), deq);
+            let saved = swap_layer(
+                &mut model.layers[li],
+                c.input_norm.clone(),
+                c.post_norm.clone(),
+                deq,
+            );
             kv.truncate(0);
             let res = model.forward(tokens, &mut kv, Logits::All, None);
             restore_layer(&mut model.layers[li], saved);
@@ -404,13 +451,26 @@ pub fn quantize_model(
         *t = Instant::now();
     }
     let mut t = Instant::now();
-    let windows = calib::windows(tokenizer, corpus, opts.calib_samples, opts.calib_seq, opts.seed)?;
+    let windows = calib::windows(
+        tokenizer,
+        corpus,
+        opts.calib_samples,
+        opts.calib_seq,
+        opts.seed,
+    )?;
     let nl = model.layers.len();
     let awq = opts.method == QuantMethod::Awq;
     let own;
     let first: &Calibration = if awq {
         let n = opts.awq_samples.min(windows.len()).max(1);
-        own = calib::calibrate(model, &windows[..n], false, opts.awq_rows, "awq calib", opts.progress)?;
+        own = calib::calibrate(
+            model,
+            &windows[..n],
+            false,
+            opts.awq_rows,
+            "awq calib",
+            opts.progress,
+        )?;
         &own
     } else if let Some(p) = pre {
         ensure!(
@@ -460,7 +520,14 @@ pub fn quantize_model(
     for (li, c) in choice.iter().enumerate() {
         let cand = std::mem::replace(
             &mut cands[*c][li],
-            LayerCand { bits: 0, input_norm: vec![], post_norm: vec![], w_ref: vec![], q: vec![], info: json!(null) },
+            LayerCand {
+                bits: 0,
+                input_norm: vec![],
+                post_norm: vec![],
+                w_ref: vec![],
+                q: vec![],
+                info: json!(null),
+            },
         );
         chosen.push(cand);
     }
@@ -469,7 +536,12 @@ pub fn quantize_model(
     let full_own;
     let full: &Calibration = if awq {
         for (li, c) in chosen.iter().enumerate() {
-            let _ = swap_layer(&mut model.layers[li], c.input_norm.clone(), c.post_norm.clone(), c.w_ref.clone());
+            let _ = swap_layer(
+                &mut model.layers[li],
+                c.input_norm.clone(),
+                c.post_norm.clone(),
+                c.w_ref.clone(),
+            );
         }
         full_own = calib::calibrate(model, &windows, true, 0, "thresholds", opts.progress)?;
         lap(&mut timings, "calibration_pass2_s", &mut t);

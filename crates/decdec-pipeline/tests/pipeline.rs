@@ -62,7 +62,8 @@ fn artifact_round_trip_every_method() {
         let mut lm = decdec_model::open(&a.model, &LoadOptions::default()).unwrap();
         let corpus = decdec_model::ppl::read_text(&a.calib).unwrap();
         let qm = quantize_model(&mut lm.model, &lm.tokenizer, &corpus, &a.options(), None).unwrap();
-        let manifest = artifact::manifest_for(&qm, &a.options(), &a.model, "huggingface", &a.calib).unwrap();
+        let manifest =
+            artifact::manifest_for(&qm, &a.options(), &a.model, "huggingface", &a.calib).unwrap();
         let meta = ArtifactMeta {
             manifest,
             config_json: lm.model.config.raw.clone(),
@@ -109,9 +110,20 @@ fn artifact_round_trip_every_method() {
             .flat_map(|l| &l.linears)
             .map(|l| l.residual.host_bytes())
             .sum();
-        assert_eq!(info["bytes"]["pinned_host_residuals"].as_u64().unwrap() as usize, res_bytes);
-        let qbytes: usize = qm.layers.iter().flat_map(|l| &l.linears).map(|l| l.q.gpu_bytes()).sum();
-        assert_eq!(info["bytes"]["quantized_weights"].as_u64().unwrap() as usize, qbytes);
+        assert_eq!(
+            info["bytes"]["pinned_host_residuals"].as_u64().unwrap() as usize,
+            res_bytes
+        );
+        let qbytes: usize = qm
+            .layers
+            .iter()
+            .flat_map(|l| &l.linears)
+            .map(|l| l.q.gpu_bytes())
+            .sum();
+        assert_eq!(
+            info["bytes"]["quantized_weights"].as_u64().unwrap() as usize,
+            qbytes
+        );
         // K = 172 is not a multiple of 128: inspect says what was done.
         if method != QuantMethod::Lut {
             let groups = info["groups"].to_string();
@@ -131,7 +143,10 @@ fn full_compensation_with_8bit_residuals_reproduces_the_original() {
         quantize_to_dir(&a, None, FailPoint::None).unwrap();
         let q0 = ppl(&out, 0, SelectMethod::Bucket, &tinystories(), None);
         let full = ppl(&out, 1024, SelectMethod::Bucket, &tinystories(), None);
-        assert!(q0 > orig * 1.2, "{method}: 3-bit should be clearly worse ({q0} vs {orig})");
+        assert!(
+            q0 > orig * 1.2,
+            "{method}: 3-bit should be clearly worse ({q0} vs {orig})"
+        );
         assert!(
             (full - orig).abs() <= 0.005 * orig,
             "{method}: k_chunk 1024 with 8-bit residuals gives {full}, original {orig}"
@@ -143,7 +158,12 @@ fn full_compensation_with_8bit_residuals_reproduces_the_original() {
 fn awq3_perplexity_is_non_increasing_in_k_chunk() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("awq3");
-    quantize_to_dir(&args(&out, QuantMethod::Awq, BitsSpec::Uniform(3)), None, FailPoint::None).unwrap();
+    quantize_to_dir(
+        &args(&out, QuantMethod::Awq, BitsSpec::Uniform(3)),
+        None,
+        FailPoint::None,
+    )
+    .unwrap();
     let ks = [0, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
     let ppls: Vec<f64> = ks
         .iter()
@@ -171,13 +191,22 @@ fn failed_or_interrupted_writes_leave_nothing_that_loads() {
     let e = quantize_to_dir(&a, None, FailPoint::BeforeRename).unwrap_err();
     assert!(format!("{e:#}").contains("injected"), "{e:#}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "temporary directory left behind");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temporary directory left behind"
+    );
     // A killed process leaves only a hidden, marked directory, which never loads.
     quantize_to_dir(&a, None, FailPoint::CrashBeforeRename).unwrap_err();
     assert!(!out.exists());
-    let left: Vec<PathBuf> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let left: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(left.len(), 1);
-    let e = decdec_model::open(&left[0], &LoadOptions::default()).err().expect("must not load");
+    let e = decdec_model::open(&left[0], &LoadOptions::default())
+        .err()
+        .expect("must not load");
     assert!(format!("{e:#}").contains("incomplete"), "{e:#}");
     std::fs::remove_dir_all(&left[0]).unwrap();
     // A complete directory is refused without --force, and survives a failed --force replacement.
@@ -188,12 +217,19 @@ fn failed_or_interrupted_writes_leave_nothing_that_loads() {
     let mut b = args(&out, QuantMethod::Lut, BitsSpec::Uniform(4));
     b.force = true;
     quantize_to_dir(&b, None, FailPoint::BeforeRename).unwrap_err();
-    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before
+    );
     decdec_model::open(&out, &LoadOptions::default()).unwrap();
     quantize_to_dir(&b, None, FailPoint::None).unwrap();
     let m = decdec_model::quantized::read_manifest(&out).unwrap();
     assert_eq!((m.method.as_str(), m.bits), ("lut", 4.0));
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "replaced directory left behind");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "replaced directory left behind"
+    );
 }
 
 /// Rewrites the artifact's tensors through `edit`.
@@ -220,7 +256,12 @@ fn rewrite(dir: &Path, edit: impl Fn(&str, &mut OwnedTensor) -> bool) {
 fn corrupt_or_mismatched_artifacts_give_named_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good");
-    quantize_to_dir(&args(&good, QuantMethod::Rtn, BitsSpec::Uniform(3)), None, FailPoint::None).unwrap();
+    quantize_to_dir(
+        &args(&good, QuantMethod::Rtn, BitsSpec::Uniform(3)),
+        None,
+        FailPoint::None,
+    )
+    .unwrap();
     let copy = |name: &str| -> PathBuf {
         let d = tmp.path().join(name);
         std::fs::create_dir(&d).unwrap();
@@ -231,14 +272,22 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
         d
     };
     let err = |d: &Path| -> String {
-        format!("{:#}", decdec_model::open(d, &LoadOptions::default()).err().expect("must fail"))
+        format!(
+            "{:#}",
+            decdec_model::open(d, &LoadOptions::default())
+                .err()
+                .expect("must fail")
+        )
     };
     let target = "model.layers.2.mlp.down_proj";
     // Missing tensor.
     let d = copy("missing");
     rewrite(&d, |n, _| n != format!("{target}.residual"));
     let e = err(&d);
-    assert!(e.contains(&format!("'{target}.residual'")) && e.contains("missing"), "{e}");
+    assert!(
+        e.contains(&format!("'{target}.residual'")) && e.contains("missing"),
+        "{e}"
+    );
     // Wrong shape.
     let d = copy("shape");
     rewrite(&d, |n, t| {
@@ -249,7 +298,10 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
         true
     });
     let e = err(&d);
-    assert!(e.contains(&format!("'{target}.residual_scales'")) && e.contains("shape"), "{e}");
+    assert!(
+        e.contains(&format!("'{target}.residual_scales'")) && e.contains("shape"),
+        "{e}"
+    );
     // Wrong dtype.
     let d = copy("dtype");
     rewrite(&d, |n, t| {
@@ -259,7 +311,10 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
         true
     });
     let e = err(&d);
-    assert!(e.contains(&format!("'{target}.qweight'")) && e.contains("dtype"), "{e}");
+    assert!(
+        e.contains(&format!("'{target}.qweight'")) && e.contains("dtype"),
+        "{e}"
+    );
     // Thresholds that are not non-increasing.
     let d = copy("thresholds");
     rewrite(&d, |n, t| {
@@ -279,7 +334,10 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
         true
     });
     let e = err(&d);
-    assert!(e.contains(&format!("'{target}'")) && e.contains("zero point"), "{e}");
+    assert!(
+        e.contains(&format!("'{target}'")) && e.contains("zero point"),
+        "{e}"
+    );
     // Truncated file.
     let d = copy("truncated");
     let f = d.join("model.safetensors");
@@ -287,11 +345,15 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..(len / 2) as usize]).unwrap();
     let e = err(&d);
-    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
     // Unknown format version.
     let d = copy("version");
     let mpath = d.join("decdec.json");
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
     m["format_version"] = serde_json::json!(99);
     std::fs::write(&mpath, m.to_string()).unwrap();
     let e = err(&d);
@@ -299,11 +361,70 @@ fn corrupt_or_mismatched_artifacts_give_named_errors() {
     // Layer bits that do not match the packed codes.
     let d = copy("bits");
     let mpath = d.join("decdec.json");
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
     m["layer_bits"][1] = serde_json::json!(4);
     std::fs::write(&mpath, m.to_string()).unwrap();
     let e = err(&d);
-    assert!(e.contains("model.layers.1.self_attn.q_proj.qweight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("model.layers.1.self_attn.q_proj.qweight") && e.contains("shape"),
+        "{e}"
+    );
     // The untouched copy still loads.
     decdec_model::open(&good, &LoadOptions::default()).unwrap();
+}
+
+/// The issue's numpy prototype on SmolLM2 (RTN asymmetric 3-bit, group 64, 4-bit residuals, exact
+/// top-k per token; WikiText-2, ctx 512, first 4 chunks): 3-bit 111.7, k_chunk 8: 59.0, 32: 46.0,
+/// 128: 36.0. Our RTN 3-bit model measures about 9% *lower* than the prototype's without compensation
+/// (101.2; bf16 rounding of weights, scales or outputs moves it by < 1%, so the prototype's quantizer
+/// must differ in a detail the issue does not give), and the difference shrinks as compensation grows.
+/// Checked: at k_chunk 128 within 3% of the prototype; at every k_chunk not worse than the prototype by
+/// more than 3%; compensation strictly improves the perplexity. Exact selection and RTN do not read the
+/// calibration statistics, so a one-window calibration keeps this test cheap.
+#[test]
+fn smollm2_rtn3_g64_exact_topk_matches_the_numpy_prototype() {
+    let model =
+        root().join("../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let wiki = root().join("../shared/corpora/wikitext2-test-nonempty.txt");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rtn3g64");
+    let mut a = QuantizeArgs::new(&model, &out, &shakespeare());
+    a.method = QuantMethod::Rtn;
+    a.bits = BitsSpec::Uniform(3);
+    a.group_size = 64;
+    a.calib_samples = 1;
+    a.calib_seq = 64;
+    quantize_to_dir(&a, None, FailPoint::None).unwrap();
+    let lm = decdec_model::open(&out, &LoadOptions::default()).unwrap();
+    let text = decdec_model::ppl::read_text(&wiki).unwrap();
+    let mut model = Arc::new(lm.model);
+    let mut last = f64::INFINITY;
+    for (k, want) in [(0, 111.7), (8, 59.0), (32, 46.0), (128, 36.0)] {
+        Arc::get_mut(&mut model)
+            .expect("no engine holds the model")
+            .configure_dec([k; 4], SelectMethod::Exact, 0)
+            .unwrap();
+        let mut eng = CpuEngine::new(model.clone(), Some(512));
+        let got =
+            decdec_model::ppl::perplexity(&mut eng, &lm.tokenizer, &text, 512, Some(4), false)
+                .unwrap()
+                .ppl;
+        drop(eng);
+        assert!(
+            got <= want * 1.03,
+            "k_chunk {k}: ppl {got:.2}, prototype {want}"
+        );
+        if k == 128 {
+            assert!(
+                (got - want).abs() <= 0.03 * want,
+                "k_chunk {k}: ppl {got:.2}, prototype {want}"
+            );
+        }
+        assert!(
+            got < last,
+            "k_chunk {k}: ppl {got:.2} does not improve on {last:.2}"
+        );
+        last = got;
+    }
 }

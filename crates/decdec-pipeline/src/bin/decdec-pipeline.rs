@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "decdec-pipeline", about = "decdec quantize / quality / inspect (pipeline crate runner)")]
+#[command(
+    name = "decdec-pipeline",
+    about = "decdec quantize / quality / inspect (pipeline crate runner)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
