@@ -5,10 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use decdec_model::generate::{generate, GenerateParams};
 use decdec_model::options::ModelArgs;
 use decdec_model::sampling::SamplingParams;
-use decdec_model::{ChatMessage, CpuEngine, Engine, LoadOptions};
+use decdec_model::{ChatMessage, LoadOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +35,19 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Every GPU kernel against its CPU twin on fresh random inputs (and GPU vs CPU perplexity).
+    GpuTest(decdec_cuda::cli::GpuTestArgs),
 }
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// CPU decode tokens/s against the bound implied by weight bytes / measured memory bandwidth.
     Cpu(BenchCpuArgs),
+    /// GPU kernels: base GEMV and GEMV + compensation per shape (CUDA-graph replays, weights rotated
+    /// beyond L2), copy and zero-copy PCIe bandwidth.
+    Kernels(decdec_cuda::cli::BenchKernelsArgs),
+    /// GPU decode tokens/s with and without compensation (a model, or synthetic:llama3-8b built on the GPU).
+    Decode(decdec_cuda::cli::BenchDecodeArgs),
 }
 
 #[derive(Args)]
@@ -105,6 +111,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    decdec_model::engine::register_cuda_backend(decdec_cuda::engine::create_engine);
     match cli.command {
         Command::Generate(a) => cmd_generate(a),
         Command::Ppl(a) => cmd_ppl(a),
@@ -112,6 +119,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => decdec_server::run_serve(a),
         Command::Chat(a) => decdec_server::run_chat(a),
         Command::Bench(BenchCommand::Cpu(a)) => cmd_bench_cpu(a),
+        Command::Bench(BenchCommand::Kernels(a)) => decdec_cuda::cli::run_bench_kernels(&a),
+        Command::Bench(BenchCommand::Decode(a)) => decdec_cuda::cli::run_bench_decode(&a),
+        Command::GpuTest(a) => decdec_cuda::cli::run_gpu_test(&a),
     }
 }
 
@@ -148,7 +158,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     // Chat templates spell out their special tokens; plain prompts get the tokenizer's BOS rule.
     let ids = lm.tokenizer.encode(&prompt_text, !a.chat)?;
     let tokenizer = lm.tokenizer;
-    let mut engine = CpuEngine::new(Arc::new(lm.model), None);
+    let mut engine = a.model.engine(lm.model, None)?;
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         sampling,
@@ -158,7 +168,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     if !a.chat {
         print!("{}", a.prompt);
     }
-    let out = generate(&mut engine, &tokenizer, &ids, &params, &mut |t| {
+    let out = generate(engine.as_mut(), &tokenizer, &ids, &params, &mut |t| {
         let mut lock = stdout.lock();
         let _ = lock.write_all(t.as_bytes());
         let _ = lock.flush();
@@ -187,9 +197,15 @@ fn cmd_ppl(a: PplArgs) -> Result<()> {
     }
     let lm = open_model(&a.model)?;
     let tokenizer = lm.tokenizer;
-    let mut engine = CpuEngine::new(Arc::new(lm.model), Some(a.ctx));
-    let r =
-        decdec_model::ppl::perplexity(&mut engine, &tokenizer, &text, a.ctx, a.max_chunks, true)?;
+    let mut engine = a.model.engine(lm.model, Some(a.ctx))?;
+    let r = decdec_model::ppl::perplexity(
+        engine.as_mut(),
+        &tokenizer,
+        &text,
+        a.ctx,
+        a.max_chunks,
+        true,
+    )?;
     println!(
         "ppl {:.4} | nll {:.5} | {} tokens scored in {} chunks of {} | {:.1} s",
         r.ppl, r.nll_mean, r.tokens_scored, r.chunks, r.ctx, r.seconds

@@ -247,7 +247,9 @@ mod tests {
     fn rope_preserves_norm_and_position_zero_is_identity() {
         let mut s = 3u64;
         let x: Vec<f32> = (0..16).map(|_| lcg(&mut s)).collect();
-        let inv: Vec<f32> = (0..4).map(|i| 1.0 / 10000f32.powf(i as f32 / 4.0)).collect();
+        let inv: Vec<f32> = (0..4)
+            .map(|i| 1.0 / 10000f32.powf(i as f32 / 4.0))
+            .collect();
         let mut y = x.clone();
         rope_half_split(&mut y, 8, 0, &inv);
         assert_eq!(x, y);

@@ -1088,3 +1088,12 @@ impl CudaEngine {
         )
     }
 }
+
+/// The `--device cuda` factory registered with decdec-model: f16 activations, the fused DEC design.
+pub fn create_engine(model: Model, max_seq: usize) -> Result<Box<dyn decdec_model::Engine>> {
+    let opts = CudaOptions {
+        max_seq,
+        ..CudaOptions::default()
+    };
+    Ok(Box::new(CudaEngine::from_model(&model, opts)?))
+}

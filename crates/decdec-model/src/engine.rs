@@ -3,8 +3,8 @@
 
 use crate::config::ModelConfig;
 use crate::model::{KvCache, Logits, Model};
-use anyhow::Result;
-use std::sync::Arc;
+use anyhow::{Context, Result};
+use std::sync::{Arc, OnceLock};
 
 /// Counters of error compensation work (for `/metrics` and benchmarks).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -67,5 +67,43 @@ impl Engine for CpuEngine {
     }
     fn dec_counters(&self) -> DecCounters {
         self.model.dec_counters()
+    }
+}
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The reference engine (always available).
+    Cpu,
+    /// The CUDA engine (decdec-cuda), registered by the binary at start-up.
+    Cuda,
+}
+
+/// Builds an engine for a model with a KV cache of `max_seq` positions.
+pub type BackendFactory = fn(Model, usize) -> Result<Box<dyn Engine>>;
+
+// Backends above this crate register themselves here, so commands can pick a device without this
+// crate depending on them.
+static CUDA_BACKEND: OnceLock<BackendFactory> = OnceLock::new();
+
+pub fn register_cuda_backend(factory: BackendFactory) {
+    let _ = CUDA_BACKEND.set(factory);
+}
+
+/// An engine for `model` on `device`; `max_seq` defaults to the model's positions capped at 4096.
+pub fn create_engine(
+    device: Device,
+    model: Model,
+    max_seq: Option<usize>,
+) -> Result<Box<dyn Engine>> {
+    let cap = max_seq.unwrap_or(model.config.max_position_embeddings.min(4096));
+    match device {
+        Device::Cpu => Ok(Box::new(CpuEngine::new(Arc::new(model), Some(cap)))),
+        Device::Cuda => {
+            let factory = CUDA_BACKEND
+                .get()
+                .context("--device cuda: this build has no CUDA backend")?;
+            factory(model, cap).context("--device cuda")
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Command-line options shared by every command that opens a model (`generate`, `ppl`, `serve`,
 //! `chat`, `bench`): the model path, tokenizer, threads and the error-compensation settings.
 
+use crate::engine::{create_engine, Device, Engine};
 use crate::loader::{open, LoadOptions, LoadedModel};
+use crate::model::Model;
 use anyhow::{bail, Context, Result};
 use decdec_core::selection::SelectMethod;
 use std::path::PathBuf;
@@ -24,6 +26,9 @@ pub struct ModelArgs {
     /// Salient-channel selection: bucket (the paper's 32-bucket method), exact (top-k), static, random.
     #[arg(long, default_value = "bucket")]
     pub select: SelectMethod,
+    /// Where to run: cpu (reference engine) or cuda.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 /// `8` or `4,4,8,8` (qkv, o, gate-up, down); each at most the chunk size 1024.
@@ -88,6 +93,11 @@ impl ModelArgs {
                 .context("--k-chunk")?;
         }
         Ok(lm)
+    }
+
+    /// The engine for `--device`, with a KV cache of `max_seq` positions (default: the model's, capped).
+    pub fn engine(&self, model: Model, max_seq: Option<usize>) -> Result<Box<dyn Engine>> {
+        create_engine(self.device, model, max_seq)
     }
 }
 

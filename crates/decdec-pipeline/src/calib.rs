@@ -159,7 +159,9 @@ pub fn calibrate(
     let widths = group_widths(model);
     let nl = model.config.num_layers;
     let total: usize = windows.iter().map(Vec::len).sum();
-    let keep_every = total.checked_div(keep_rows).map_or(usize::MAX, |e| e.max(1));
+    let keep_every = total
+        .checked_div(keep_rows)
+        .map_or(usize::MAX, |e| e.max(1));
     let mut col = Collector {
         cal: Calibration {
             layers: (0..nl)

@@ -7,11 +7,10 @@ use clap::Args;
 use decdec_model::generate::GenerateParams;
 use decdec_model::options::ModelArgs;
 use decdec_model::sampling::SamplingParams;
-use decdec_model::{CpuEngine, Engine, Model, Tokenizer};
+use decdec_model::{Engine, Model, Tokenizer};
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -154,7 +153,7 @@ pub fn run_serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("--host {}: no address found", args.host))?;
     let lm = args.model.open()?;
     let k_chunk = effective_k_chunk(&lm.model);
-    let engine: Box<dyn Engine> = Box::new(CpuEngine::new(Arc::new(lm.model), args.ctx));
+    let engine = args.model.engine(lm.model, args.ctx)?;
     let opts = ServerOptions {
         model_name: args
             .model_name
@@ -183,7 +182,7 @@ pub fn run_chat(args: ChatArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid flag: {e}"))?;
     let lm = args.model.open()?;
-    let mut engine = CpuEngine::new(Arc::new(lm.model), args.ctx);
+    let mut engine = args.model.engine(lm.model, args.ctx)?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
@@ -204,5 +203,5 @@ pub fn run_chat(args: ChatArgs) -> Result<()> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut out = std::io::stdout();
-    chat_loop(&mut engine, &lm.tokenizer, &opts, &mut input, &mut out)
+    chat_loop(engine.as_mut(), &lm.tokenizer, &opts, &mut input, &mut out)
 }

@@ -191,7 +191,9 @@ pub(crate) fn dequantize_rows(
     if k == 0 {
         return;
     }
-    out.par_chunks_mut(k).enumerate().for_each(|(r, o)| row(r, o));
+    out.par_chunks_mut(k)
+        .enumerate()
+        .for_each(|(r, o)| row(r, o));
 }
 
 #[cfg(test)]
