@@ -16,7 +16,7 @@ $B generate --model $M --prompt "Once upon a time" --max-tokens 48
 $B ppl --model $M --text $TEXT --ctx 512
 
 echo "== decdec quantize: calibrate, AWQ 3-bit, 4-bit residuals, thresholds"
-$B quantize --model $M --out $Q --method awq --bits 3 --calib data/tinyshakespeare.txt --overwrite
+$B quantize --model $M --out $Q --method awq --bits 3 --calib data/tinyshakespeare.txt --force
 $B inspect $Q
 
 echo "== perplexity: 3-bit without compensation, then with k_chunk 8 and 32"

@@ -2,13 +2,13 @@
 # Regenerates docs/quality.md and docs/quality.svg: quantizes stories260K and SmolLM2-135M with
 # rtn/awq/lut at 3, 3.5 and 4 bits and measures perplexity against k_chunk and the selection method.
 # Resumable: artifacts and results live in $WORK (default: target/quality); re-running skips what is
-# done. CPU-heavy (about 1.5 h on 2 cores): run it with `nice`.
+# done. CPU-heavy (about 1 h on 2 cores): run it with `nice`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-target/quality}
 SHARED=${SHARED:-../shared}
-cargo build --release -p decdec-pipeline --bin decdec-pipeline
-BIN=target/release/decdec-pipeline
+cargo build --release -p decdec-cli
+BIN=target/release/decdec
 
 $BIN quality run --label stories260K -m models/stories260K \
   --text "$SHARED/corpora/tinystories-sample.txt" --calib "$SHARED/corpora/tinyshakespeare.txt" \
@@ -19,5 +19,8 @@ $BIN quality run --label SmolLM2-135M \
   --text "$SHARED/corpora/wikitext2-test-nonempty.txt" --calib "$SHARED/corpora/tinyshakespeare.txt" \
   --work "$WORK/smollm2" --ctx 512 --full-chunks 32 --quick-chunks 4 --reference-check
 
-$BIN quality report --results "$WORK/smollm2/results.jsonl" --results "$WORK/stories260K/results.jsonl" \
+mkdir -p docs/quality-data
+cp "$WORK/smollm2/results.jsonl" docs/quality-data/smollm2.jsonl
+cp "$WORK/stories260K/results.jsonl" docs/quality-data/stories260K.jsonl
+$BIN quality report --results docs/quality-data/smollm2.jsonl --results docs/quality-data/stories260K.jsonl \
   --out docs/quality.md --plot docs/quality.svg

@@ -28,6 +28,10 @@ pub enum Command {
     Ppl(PplArgs),
     /// Show a model's architecture, dimensions, parameters and tensors.
     Inspect(InspectArgs),
+    /// Calibrate, quantize (rtn/awq/lut), compute DEC residuals and thresholds; write one directory.
+    Quantize(decdec_pipeline::cli::QuantizeArgs),
+    /// Quality sweep behind docs/quality.md (run | report).
+    Quality(decdec_pipeline::cli::QualityArgs),
     /// OpenAI-compatible HTTP server (chat and text completions, streaming, /metrics).
     Serve(decdec_server::ServeArgs),
     /// Interactive terminal chat with history (/reset, /exit).
@@ -116,6 +120,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd_generate(a),
         Command::Ppl(a) => cmd_ppl(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Quantize(a) => decdec_pipeline::cli::run_quantize(a),
+        Command::Quality(a) => decdec_pipeline::cli::run_quality(a),
         Command::Serve(a) => decdec_server::run_serve(a),
         Command::Chat(a) => decdec_server::run_chat(a),
         Command::Bench(BenchCommand::Cpu(a)) => cmd_bench_cpu(a),
@@ -228,7 +234,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
     for d in lm.dtypes.values() {
         *dtype_counts.entry(d.clone()).or_default() += 1;
     }
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "path": lm.path.display().to_string(),
         "source": format!("{:?}", lm.kind),
         "architecture": c.family.name(),
@@ -247,6 +253,13 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         "tensor_dtypes": dtype_counts,
         "tensors": lm.dtypes.len(),
     });
+    let quantized = if lm.kind == decdec_model::loader::SourceKind::Quantized {
+        let q = decdec_pipeline::artifact::inspect(&a.model)?;
+        info["quantized"] = q.clone();
+        Some(q)
+    } else {
+        None
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
@@ -279,6 +292,9 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         }
     );
     println!("tensors      {} ({:?})", lm.dtypes.len(), dtype_counts);
+    if let Some(q) = quantized {
+        print_quantized_summary(&q);
+    }
     Ok(())
 }
 
@@ -301,4 +317,42 @@ fn cmd_bench_cpu(a: BenchCpuArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
+}
+
+/// Human-readable lines of a quantized directory's summary (`--json` gives all of it).
+fn print_quantized_summary(q: &serde_json::Value) {
+    let mib = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    let bits: Vec<String> = q["layer_bits"]
+        .as_array()
+        .map(|a| a.iter().map(|b| b.to_string()).collect())
+        .unwrap_or_default();
+    println!(
+        "quantized    {} {} bits (per layer: {}) | group {} | residuals {} bits",
+        q["method"].as_str().unwrap_or("?"),
+        q["bits"],
+        bits.join(","),
+        q["group_size"],
+        q["residual_bits"]
+    );
+    if let Some(groups) = q["groups"].as_array() {
+        for g in groups {
+            println!("             {}", g.as_str().unwrap_or(""));
+        }
+    }
+    let b = &q["bytes"];
+    println!(
+        "memory       GPU-resident {:.2} MiB (quantized weights {:.2} MiB) | pinned-host residuals {:.2} MiB",
+        mib(&b["gpu_resident"]),
+        mib(&b["quantized_weights"]),
+        mib(&b["pinned_host_residuals"])
+    );
+    let c = &q["calibration"];
+    let sha = c["sha256"].as_str().unwrap_or("?");
+    println!(
+        "calibration  {} ({} samples x {} tokens, sha256 {})",
+        c["corpus"].as_str().unwrap_or("?"),
+        c["samples"],
+        c["seq_len"],
+        sha.get(..12).unwrap_or(sha)
+    );
 }

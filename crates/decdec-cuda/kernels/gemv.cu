@@ -30,7 +30,11 @@
 #define NTHREADS 256
 #define SLICE_WORDS 32   // residual words per slice and warp pass (128 B per warp load)
 #define SLICE_COLS 256   // 8 four-bit codes per word
-#define STAGES 3         // cp.async pipeline depth of the GEMV (chunks per warp in flight + 1)
+#define STAGES 3         // default cp.async pipeline depth of the GEMV (chunks per warp in flight + 1);
+                         // the `_s2` entries use 2 (faster for K <= 4096, see GpuLinear::stages)
+#ifndef GEMV_MINB
+#define GEMV_MINB 3      // resident blocks per SM the register allocation is sized for
+#endif
 
 template <bool C, typename A, typename B> struct Cond { typedef A type; };
 template <typename A, typename B> struct Cond<false, A, B> { typedef B type; };
@@ -254,6 +258,10 @@ struct GemvArgs {
     int N, K, KC, GP;  // rows, columns, 256-chunks, groups per tile row (padded)
     int out_mode;      // 0: y = T[N]; 1: y = f32[N], y += result; 2: y = f32[N], y = result
     int split;         // warps per row tile (split-K inside the block): 1, 2, 4 or 8
+    const float* nw;   // xmode 1: RMSNorm weight [K]
+    float eps;         // xmode 1: RMSNorm epsilon
+    int xmode;         // 0: x is T[K]; 1: x is the f32 residual stream h[K], the GEMV input is
+                       //    T(rmsnorm(h) * nw) computed by every block exactly as rmsnorm_sel does
 };
 
 template <typename T>
@@ -289,7 +297,7 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
 // Weights (and the group scale words) are prefetched STAGES - 1 chunks ahead with cp.async.
 // ----------------------------------------------------------------------------------------------
 // MODE (ablation only): 0 normal, 1 loads only (no decode/mma), 2 compute only (no weight loads)
-template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0>
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
 __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* smem) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gq = lane >> 2, tq = lane & 3;
@@ -335,13 +343,13 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     const size_t qstride = (size_t)n_tiles * U * 32;    // uint4 per chunk of all tiles
     const size_t sstride = (size_t)n_tiles * TILE;      // words per group of all tiles
     const bool live = rt < n_tiles;
-    // Per-warp ring of STAGES chunks in shared memory filled by cp.async (no registers held by
+    // Per-warp ring of ST chunks in shared memory filled by cp.async (no registers held by
     // loads in flight): lane l's words of stage st at ring[(st * U + i) * 32 + l], its group scale
     // words at sring[(st * SZN + j) * 32 + l].
     constexpr int SZN = LUT ? 1 : 2 * GPC;
     uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
-    uint4* ring = xs + g.KC * (CHUNK / 8) + warp * (STAGES * U * 32);
-    u32* sring = reinterpret_cast<u32*>(xs + g.KC * (CHUNK / 8) + NWARP * STAGES * U * 32) + warp * (STAGES * SZN * 32);
+    uint4* ring = xs + g.KC * (CHUNK / 8) + warp * (ST * U * 32);
+    u32* sring = reinterpret_cast<u32*>(xs + g.KC * (CHUNK / 8) + NWARP * ST * U * 32) + warp * (ST * SZN * 32);
     auto issue = [&](int c, int st) {
         if (MODE != 2 && live && c < g.KC) {
 #pragma unroll
@@ -358,16 +366,35 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     };
     // weights first (longest latency), then stage x in shared memory while they are in flight
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++) issue(split + st * S, st);
+    for (int st = 0; st < ST - 1; st++) issue(split + st * S, st);
     // weights do not depend on the previous kernel of the step; x and the outputs do
     pdl_wait();
-    for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
+    if (g.xmode == 1) {
+        // RMSNorm fused into the consumer (no separate launch): the same summation order and
+        // arithmetic as rmsnorm_sel, so x is bit-identical to the two-kernel path.
+        const float* h = reinterpret_cast<const float*>(g.x);
+        __shared__ float nred[NWARP];
+        float ss = 0.f;
+        for (int i = threadIdx.x; i < g.K; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
+        ss = warp_sum(ss);
+        if (lane == 0) nred[warp] = ss;
+        __syncthreads();
+        float tot = 0.f;
+#pragma unroll
+        for (int i = 0; i < NWARP; i++) tot += nred[i];
+        const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
+        T* xt = reinterpret_cast<T*>(xs);
+        for (int i = threadIdx.x; i < g.KC * CHUNK; i += NTHREADS)
+            xt[i] = Dt<T>::from_f(i < g.K ? h[i] * inv * g.nw[i] : 0.f);
+    } else {
+        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
+    }
     __syncthreads();
     if (live) {
         int it = 0;
         for (int c = split; c < g.KC; c += S, it++) {
-            const int st = it % STAGES;
-            cp_async_wait<STAGES - 2>();
+            const int st = it % ST;
+            cp_async_wait<ST - 2>();
             uint4 w0[U];
 #pragma unroll
             for (int i = 0; i < U; i++) w0[i] = ring[(st * U + i) * 32 + lane];
@@ -377,7 +404,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                 for (int j = 0; j < SZN; j++) s0[j] = sring[(st * SZN + j) * 32 + lane];
             }
             // refill the slot consumed in the previous iteration
-            issue(c + (STAGES - 1) * S, (it + STAGES - 1) % STAGES);
+            issue(c + (ST - 1) * S, (it + ST - 1) % ST);
             if constexpr (MODE == 1) {
                 acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
                 continue;
@@ -495,7 +522,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     }
 }
 
-template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0>
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
 __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     extern __shared__ float smem[];
     if ((int)blockIdx.x < d.n_dec) {
@@ -505,13 +532,18 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     }
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == d.n_dec && threadIdx.x == 0;
     if (stamp) d.dbg_t[8] = clock64();
-    gemv_block<T, BITS, LUT, GSZ, MODE>(g, d, blockIdx.x - d.n_dec, smem);
+    gemv_block<T, BITS, LUT, GSZ, MODE, ST>(g, d, blockIdx.x - d.n_dec, smem);
     if (stamp) d.dbg_t[9] = clock64();
 }
 
 #define GEMV_ENTRY(NAME, T, BITS, LUT, GSZ)                                                        \
-    extern "C" __global__ void __launch_bounds__(NTHREADS, 3) NAME(GemvArgs g, DecArgs d) {       \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
         gemv_dec_kernel<T, BITS, LUT, GSZ>(g, d);                                                  \
+    }
+// Two-stage ring (less shared memory, shorter prologue).
+#define GEMV_ENTRY_S2(NAME, T, BITS, LUT, GSZ)                                                     \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
+        gemv_dec_kernel<T, BITS, LUT, GSZ, 0, 2>(g, d);                                            \
     }
 
 GEMV_ENTRY(gemv_u3_g128_f16, __half, 3, false, 128)
@@ -530,17 +562,39 @@ GEMV_ENTRY(gemv_u3_g256_f16, __half, 3, false, 256)
 GEMV_ENTRY(gemv_u4_g256_f16, __half, 4, false, 256)
 GEMV_ENTRY(gemv_u3_g256_bf16, __nv_bfloat16, 3, false, 256)
 GEMV_ENTRY(gemv_u4_g256_bf16, __nv_bfloat16, 4, false, 256)
+GEMV_ENTRY_S2(gemv_u3_g128_f16_s2, __half, 3, false, 128)
+GEMV_ENTRY_S2(gemv_u4_g128_f16_s2, __half, 4, false, 128)
+GEMV_ENTRY_S2(gemv_u3_g128_bf16_s2, __nv_bfloat16, 3, false, 128)
+GEMV_ENTRY_S2(gemv_u4_g128_bf16_s2, __nv_bfloat16, 4, false, 128)
+GEMV_ENTRY_S2(gemv_u3_g64_f16_s2, __half, 3, false, 64)
+GEMV_ENTRY_S2(gemv_u4_g64_f16_s2, __half, 4, false, 64)
+GEMV_ENTRY_S2(gemv_u3_g64_bf16_s2, __nv_bfloat16, 3, false, 64)
+GEMV_ENTRY_S2(gemv_u4_g64_bf16_s2, __nv_bfloat16, 4, false, 64)
+GEMV_ENTRY_S2(gemv_u3_g32_f16_s2, __half, 3, false, 32)
+GEMV_ENTRY_S2(gemv_u4_g32_f16_s2, __half, 4, false, 32)
+GEMV_ENTRY_S2(gemv_u3_g32_bf16_s2, __nv_bfloat16, 3, false, 32)
+GEMV_ENTRY_S2(gemv_u4_g32_bf16_s2, __nv_bfloat16, 4, false, 32)
+GEMV_ENTRY_S2(gemv_u3_g256_f16_s2, __half, 3, false, 256)
+GEMV_ENTRY_S2(gemv_u4_g256_f16_s2, __half, 4, false, 256)
+GEMV_ENTRY_S2(gemv_u3_g256_bf16_s2, __nv_bfloat16, 3, false, 256)
+GEMV_ENTRY_S2(gemv_u4_g256_bf16_s2, __nv_bfloat16, 4, false, 256)
 GEMV_ENTRY(gemv_l3_f16, __half, 3, true, 256)
 GEMV_ENTRY(gemv_l4_f16, __half, 4, true, 256)
 GEMV_ENTRY(gemv_l3_bf16, __nv_bfloat16, 3, true, 256)
 GEMV_ENTRY(gemv_l4_bf16, __nv_bfloat16, 4, true, 256)
 
 // Ablation entries (bench only): the 3-bit f16 GEMV with loads only / compute only.
-extern "C" __global__ void __launch_bounds__(NTHREADS, 3) gemv_u3_g128_f16_memonly(GemvArgs g, DecArgs d) {
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_memonly(GemvArgs g, DecArgs d) {
     gemv_dec_kernel<__half, 3, false, 128, 1>(g, d);
 }
-extern "C" __global__ void __launch_bounds__(NTHREADS, 3) gemv_u3_g128_f16_computeonly(GemvArgs g, DecArgs d) {
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_computeonly(GemvArgs g, DecArgs d) {
     gemv_dec_kernel<__half, 3, false, 128, 2>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_memonly_s2(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 1, 2>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_computeonly_s2(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 2, 2>(g, d);
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -97,31 +97,109 @@ extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv
 // One block per query head. Scores: one thread per position (16-byte loads of the key row), in
 // dynamic shared memory (max_seq floats). Output: warp w sums positions w, w+8, ... for all dims,
 // then the 8 partials are added in warp order (deterministic).
-template <typename T>
-__device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
-                            int hd, float scale, SelArgs sa, int* chunk_cnt) {
+// ROPE: the kernel also does rope_kv's work (one launch less per layer): q is the un-rotated fused
+// qkv output; every block rotates its q head and its kv head's k of this position in shared memory
+// (rounded to T exactly as rope_kv stores them), uses them for position pos, and the first q head
+// of each kv head appends k, v to the cache. Bit-identical to rope_kv + attn_decode.
+template <typename T, bool ROPE>
+__device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
+                            int hd, float scale, SelArgs sa, int* chunk_cnt, const float* inv_freq) {
+#ifndef ATTN_LATE_TRIGGER
     pdl_launch_dependents();
-    pdl_wait();
+#endif
     extern __shared__ float sc[];
     __shared__ float sh[32];
     __shared__ float qs[256];
+    __shared__ float ks[256];
+    __shared__ float vs[256];
     __shared__ float part[NWARP_ATTN][256];
-    const int pos = *pos_p;
-    const int n = pos + 1;
+    // Before waiting for the previous kernel, thread j loads its key row (hd = 128) into registers
+    // and asks L2 for the value rows, taking two memory round trips off the critical path. The
+    // position may not be written yet (earlier kernels of the step may still run: PDL triggers
+    // early), so pos_pre is a guess: rows below both it and the real position were written by
+    // earlier, finished steps, so only those preloaded rows are used.
     const int h = blockIdx.x;
     const int kvh = h / (nh / nkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
+    const int pos_pre = *reinterpret_cast<const volatile int*>(pos_p);
+    bool kpre_ok = hd == 128 && (int)threadIdx.x < pos_pre;
+    uint4 kpre[16];
+    if (kpre_ok) {
+        const uint4* kr = reinterpret_cast<const uint4*>(kc + ((size_t)threadIdx.x * nkv + kvh) * hd);
+#pragma unroll
+        for (int u = 0; u < 16; u++) kpre[u] = kr[u];
+    }
+    for (int j = threadIdx.x; j < pos_pre; j += blockDim.x) {
+        const char* vr = reinterpret_cast<const char*>(vc + ((size_t)j * nkv + kvh) * hd);
+        for (int b = 0; b < hd * (int)sizeof(T); b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(vr + b));
+    }
+    pdl_wait();
+    const int pos = *reinterpret_cast<const volatile int*>(pos_p);
+    const int n = pos + 1;
+    kpre_ok = kpre_ok && (int)threadIdx.x < pos;
+    if constexpr (ROPE) {
+        const int half = hd / 2;
+        const T* kin = q + nh * hd + kvh * hd;
+        const T* vin = q + (nh + nkv) * hd + kvh * hd;
+        const bool writer = (h % (nh / nkv)) == 0;
+        T* kdst = kc + ((size_t)pos * nkv + kvh) * hd;
+        T* vdst = vc + ((size_t)pos * nkv + kvh) * hd;
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            float ang = (float)pos * inv_freq[i];
+            float s, c;
+            sincosf(ang, &s, &c);
+            float x0 = Dt<T>::to_f(q[h * hd + i]), x1 = Dt<T>::to_f(q[h * hd + i + half]);
+            qs[i] = Dt<T>::to_f(Dt<T>::from_f(x0 * c - x1 * s));
+            qs[i + half] = Dt<T>::to_f(Dt<T>::from_f(x1 * c + x0 * s));
+            x0 = Dt<T>::to_f(kin[i]);
+            x1 = Dt<T>::to_f(kin[i + half]);
+            T k0 = Dt<T>::from_f(x0 * c - x1 * s), k1 = Dt<T>::from_f(x1 * c + x0 * s);
+            ks[i] = Dt<T>::to_f(k0);
+            ks[i + half] = Dt<T>::to_f(k1);
+            if (writer) {
+                kdst[i] = k0;
+                kdst[i + half] = k1;
+            }
+        }
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+            const T v = vin[i];
+            vs[i] = Dt<T>::to_f(v);
+            if (writer) vdst[i] = v;
+        }
+    } else {
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
+    }
     __syncthreads();
+    // Scores: one thread per position. The key row's 16-byte loads are all issued before the
+    // first FMA (up to 16 in flight per thread): the loop is latency-bound, not bandwidth-bound.
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const T* k = kc + ((size_t)j * nkv + kvh) * hd;
         float s = 0.f;
-        if ((hd & 7) == 0) {
-            for (int i = 0; i < hd; i += 8) {
-                uint4 kv = *reinterpret_cast<const uint4*>(k + i);
-                const T* kt = reinterpret_cast<const T*>(&kv);
+        if (ROPE && j == pos) {
+            for (int i = 0; i < hd; i++) s = fmaf(qs[i], ks[i], s);
+        } else if (kpre_ok && j == (int)threadIdx.x) {
 #pragma unroll
-                for (int e = 0; e < 8; e++) s = fmaf(qs[i + e], Dt<T>::to_f(kt[e]), s);
+            for (int u = 0; u < 16; u++) {
+                const T* kt = reinterpret_cast<const T*>(&kpre[u]);
+#pragma unroll
+                for (int e = 0; e < 8; e++) s = fmaf(qs[8 * u + e], Dt<T>::to_f(kt[e]), s);
+            }
+        } else if ((hd & 7) == 0) {
+            const uint4* kr = reinterpret_cast<const uint4*>(k);
+            const int nv = hd / 8;
+            for (int i0 = 0; i0 < nv; i0 += 16) {
+                uint4 kv[16];
+#pragma unroll
+                for (int u = 0; u < 16; u++)
+                    if (i0 + u < nv) kv[u] = kr[i0 + u];
+#pragma unroll
+                for (int u = 0; u < 16; u++) {
+                    if (i0 + u < nv) {
+                        const T* kt = reinterpret_cast<const T*>(&kv[u]);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) s = fmaf(qs[8 * (i0 + u) + e], Dt<T>::to_f(kt[e]), s);
+                    }
+                }
             }
         } else {
             for (int i = 0; i < hd; i++) s = fmaf(qs[i], Dt<T>::to_f(k[i]), s);
@@ -143,13 +221,43 @@ __device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, float*
     float acc[8];
 #pragma unroll
     for (int u = 0; u < 8; u++) acc[u] = 0.f;
-    for (int j = warp; j < n; j += NWARP_ATTN) {
+    // Weighted sum: warp w adds positions w, w + 8, ... in order; the values of VU positions are
+    // loaded before their FMAs so that VU * 8 loads per lane are in flight (same summation order).
+#ifndef ATTN_VU
+#define ATTN_VU 8
+#endif
+    constexpr int VU = ATTN_VU;
+    int j = warp;
+    for (; j + NWARP_ATTN * (VU - 1) < n; j += NWARP_ATTN * VU) {
+        float vv[VU][8];
+#pragma unroll
+        for (int t = 0; t < VU; t++) {
+            const int jj = j + NWARP_ATTN * t;
+            const T* v = vc + ((size_t)jj * nkv + kvh) * hd;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = lane + 32 * u;
+                vv[t][u] = 0.f;
+                if (i < hd) vv[t][u] = (ROPE && jj == pos) ? vs[i] : Dt<T>::to_f(v[i]);
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < VU; t++) {
+            const float p = sc[j + NWARP_ATTN * t];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = lane + 32 * u;
+                if (i < hd) acc[u] = fmaf(p, vv[t][u], acc[u]);
+            }
+        }
+    }
+    for (; j < n; j += NWARP_ATTN) {
         const T* v = vc + ((size_t)j * nkv + kvh) * hd;
         const float p = sc[j];
 #pragma unroll
         for (int u = 0; u < 8; u++) {
             int i = lane + 32 * u;
-            if (i < hd) acc[u] = fmaf(p, Dt<T>::to_f(v[i]), acc[u]);
+            if (i < hd) acc[u] = fmaf(p, (ROPE && j == pos) ? vs[i] : Dt<T>::to_f(v[i]), acc[u]);
         }
     }
 #pragma unroll
@@ -166,6 +274,9 @@ __device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, float*
         out[h * hd + i] = Dt<T>::from_f(o);
         if (out32) out32[h * hd + i] = o;
     }
+#ifdef ATTN_LATE_TRIGGER
+    pdl_launch_dependents();
+#endif
     // Salient channels of the output for the o projection's compensation: the last head block of
     // each 1024-channel chunk selects it (needs out32, head_dim dividing 1024, 256 threads).
     if (sa.sel_idx != nullptr && out32 != nullptr) {
@@ -194,8 +305,11 @@ __device__ void attn_decode(const T* q, const T* kc, const T* vc, T* out, float*
         }
     }
 }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__nv_bfloat16, false>(q, const_cast<__nv_bfloat16*>(kc), const_cast<__nv_bfloat16*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr); }
+// RoPE + KV append + attention in one launch (the decode step); qkv is not modified.
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq); }
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
 template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {

@@ -45,6 +45,7 @@ pub fn kernel_names(name: &str) -> Vec<String> {
         let l = line.trim_start();
         if let Some(rest) = l
             .strip_prefix("GEMV_ENTRY(")
+            .or_else(|| l.strip_prefix("GEMV_ENTRY_S2("))
             .or_else(|| l.strip_prefix("DEQUANT_ENTRY("))
         {
             if let Some(n) = rest.split(',').next() {
@@ -120,7 +121,25 @@ fn options(arch: &str) -> Vec<String> {
     for p in include_paths() {
         o.push(format!("--include-path={p}"));
     }
+    // tuning experiments: resident GEMV blocks per SM the registers are sized for (gemv.cu)
+    o.push(format!("-DGEMV_MINB={}", gemv_minb()));
+    // experiments: DECDEC_DEFINES=NAME=VALUE,NAME2 adds -D options to every kernel source
+    if let Ok(v) = std::env::var("DECDEC_DEFINES") {
+        for d in v.split(',').filter(|d| !d.is_empty()) {
+            o.push(format!("-D{d}"));
+        }
+    }
     o
+}
+
+/// Resident GEMV blocks per SM for the register allocation: `DECDEC_GEMV_MINB` (experiments;
+/// default 3).
+pub fn gemv_minb() -> usize {
+    std::env::var("DECDEC_GEMV_MINB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|m| (1..=8).contains(m))
+        .unwrap_or(3)
 }
 
 /// Compile one source file to a cubin for `arch` (e.g. "sm_90").

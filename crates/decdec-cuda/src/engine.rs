@@ -139,6 +139,22 @@ pub struct CudaEngine {
 // before use, and the trait's &mut self receivers serialize access.
 unsafe impl Send for CudaEngine {}
 
+/// `DECDEC_FUSE=norm,rope` turns on decode-step fusions that measured slower on the H200
+/// (docs/performance.md, experiment 14): RMSNorm inside the consumer GEMV, RoPE inside attention.
+fn fusion_on(what: &str) -> bool {
+    std::env::var("DECDEC_FUSE")
+        .map(|v| v.split(',').any(|w| w == what || w == "all"))
+        .unwrap_or(false)
+}
+
+/// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step (timing
+/// ablation only: the results are wrong; never set outside `bench decode`).
+fn ablate_skip(what: &str) -> bool {
+    std::env::var("DECDEC_ABLATE_SKIP")
+        .map(|v| v.split(',').any(|w| w == what))
+        .unwrap_or(false)
+}
+
 fn upload_act(gpu: &Gpu, dt: Dtype, v: &[f32]) -> Result<DevBuf> {
     let mut bits: Vec<u16> = v.iter().map(|&x| dt.to_bits(x)).collect();
     bits.resize(v.len().div_ceil(8) * 8, 0);
@@ -580,10 +596,64 @@ impl CudaEngine {
         Ok(())
     }
 
+    /// A group fed by RMSNorm of the residual stream: uncompensated quantized projections
+    /// normalize h inside the GEMV (no norm launch); otherwise `rmsnorm_sel` produces x (and the
+    /// salient channels for the compensation) first.
+    fn normed_group(&self, ps: &[Proj], norm_w: u64, y: u64, n_total: usize) -> Result<()> {
+        let d = &self.dims;
+        let sfx = self.opts.dtype.suffix();
+        let sa = self.sel_for(ps);
+        let all_quant = ps.iter().all(|p| matches!(p.kind, ProjKind::Quant(_)));
+        let dec_on = self.dec_enabled && ps.iter().any(|p| p.k_chunk > 0);
+        if !dec_on && all_quant && fusion_on("norm") {
+            for p in ps {
+                if let ProjKind::Quant(lin) = &p.kind {
+                    let yo = y + (p.row_off * 2) as u64;
+                    lin.forward_rmsnorm(
+                        &self.gpu,
+                        self.opts.dtype,
+                        self.h.ptr,
+                        norm_w,
+                        d.eps,
+                        yo,
+                        OutMode::Store,
+                    )?;
+                }
+            }
+            return self.bias(ps, y, n_total);
+        }
+        let sargs = sa.unwrap_or_default();
+        let hid = d.hidden as i32;
+        if !ablate_skip("norm") {
+            unsafe {
+                self.gpu.launch(
+                    &format!("rmsnorm_sel_{sfx}"),
+                    (d.hidden as u32).div_ceil(1024),
+                    256,
+                    0,
+                    kargs![
+                        &self.h.ptr,
+                        &norm_w,
+                        &self.xn.ptr,
+                        &self.x32.ptr,
+                        &hid,
+                        &d.eps,
+                        &sargs
+                    ],
+                )?;
+            }
+        }
+        self.group(ps, self.xn.ptr, y, n_total, sa.is_some())
+    }
+
     fn group(&self, ps: &[Proj], x: u64, y: u64, n_total: usize, presel: bool) -> Result<()> {
         for p in ps {
             self.proj(p, x, y, OutMode::Store, presel)?;
         }
+        self.bias(ps, y, n_total)
+    }
+
+    fn bias(&self, ps: &[Proj], y: u64, n_total: usize) -> Result<()> {
         if let Some(b) = ps.first().and_then(|p| p.bias.as_ref()) {
             let n = n_total as i32;
             unsafe {
@@ -628,46 +698,29 @@ impl CudaEngine {
         let scale = 1.0 / (d.head_dim as f32).sqrt();
         let hid = d.hidden as i32;
         let inter = d.inter as i32;
-        let hblocks = (d.hidden as u32).div_ceil(1024);
         for l in &self.layers {
-            // RMSNorm also selects the salient channels for the qkv GEMV's compensation
-            let sa = self.sel_for(&l.qkv);
-            let sargs = sa.unwrap_or_default();
-            unsafe {
-                g.launch(
-                    &format!("rmsnorm_sel_{sfx}"),
-                    hblocks,
-                    256,
-                    0,
-                    kargs![
-                        &self.h.ptr,
-                        &l.in_norm.ptr,
-                        &self.xn.ptr,
-                        &self.x32.ptr,
-                        &hid,
-                        &d.eps,
-                        &sargs
-                    ],
-                )?;
-            }
-            self.group(&l.qkv, self.xn.ptr, self.qkv.ptr, d.qkv(), sa.is_some())?;
-            unsafe {
-                g.launch(
-                    &format!("rope_kv_{sfx}"),
-                    (d.heads + 2 * d.kv_heads) as u32,
-                    64,
-                    0,
-                    kargs![
-                        &self.qkv.ptr,
-                        &self.inv_freq.ptr,
-                        &l.kc.ptr,
-                        &l.vc.ptr,
-                        &pos,
-                        &nh,
-                        &nkv,
-                        &hdim
-                    ],
-                )?;
+            // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
+            self.normed_group(&l.qkv, l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
+            let fuse_rope = fusion_on("rope");
+            if !fuse_rope {
+                unsafe {
+                    g.launch(
+                        &format!("rope_kv_{sfx}"),
+                        (d.heads + 2 * d.kv_heads) as u32,
+                        64,
+                        0,
+                        kargs![
+                            &self.qkv.ptr,
+                            &self.inv_freq.ptr,
+                            &l.kc.ptr,
+                            &l.vc.ptr,
+                            &pos,
+                            &nh,
+                            &nkv,
+                            &hdim
+                        ],
+                    )?;
+                }
             }
             // the last head block of each 1024-channel chunk selects for the o GEMV's compensation
             // (when heads tile the chunks: head_dim divides 1024)
@@ -675,27 +728,54 @@ impl CudaEngine {
                 .sel_for(std::slice::from_ref(&l.o))
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = sa_o.unwrap_or_default();
-            unsafe {
-                g.launch(
-                    &format!("attn_decode_{sfx}"),
-                    d.heads as u32,
-                    256,
-                    (self.opts.max_seq * 4) as u32,
-                    kargs![
-                        &self.qkv.ptr,
-                        &l.kc.ptr,
-                        &l.vc.ptr,
-                        &self.attn.ptr,
-                        &self.x32.ptr,
-                        &pos,
-                        &nh,
-                        &nkv,
-                        &hdim,
-                        &scale,
-                        &sargs_o,
-                        &self.attn_cnt.ptr
-                    ],
-                )?;
+            if fuse_rope && !ablate_skip("attn") {
+                // RoPE + KV append + attention in one launch
+                unsafe {
+                    g.launch(
+                        &format!("attn_rope_decode_{sfx}"),
+                        d.heads as u32,
+                        256,
+                        (self.opts.max_seq * 4) as u32,
+                        kargs![
+                            &self.qkv.ptr,
+                            &l.kc.ptr,
+                            &l.vc.ptr,
+                            &self.attn.ptr,
+                            &self.x32.ptr,
+                            &pos,
+                            &nh,
+                            &nkv,
+                            &hdim,
+                            &scale,
+                            &sargs_o,
+                            &self.attn_cnt.ptr,
+                            &self.inv_freq.ptr
+                        ],
+                    )?;
+                }
+            } else if !ablate_skip("attn") {
+                unsafe {
+                    g.launch(
+                        &format!("attn_decode_{sfx}"),
+                        d.heads as u32,
+                        256,
+                        (self.opts.max_seq * 4) as u32,
+                        kargs![
+                            &self.qkv.ptr,
+                            &l.kc.ptr,
+                            &l.vc.ptr,
+                            &self.attn.ptr,
+                            &self.x32.ptr,
+                            &pos,
+                            &nh,
+                            &nkv,
+                            &hdim,
+                            &scale,
+                            &sargs_o,
+                            &self.attn_cnt.ptr
+                        ],
+                    )?;
+                }
             }
             self.proj(
                 &l.o,
@@ -704,42 +784,19 @@ impl CudaEngine {
                 OutMode::AddF32,
                 sa_o.is_some(),
             )?;
-            let sa = self.sel_for(&l.gate_up);
-            let sargs = sa.unwrap_or_default();
-            unsafe {
-                g.launch(
-                    &format!("rmsnorm_sel_{sfx}"),
-                    hblocks,
-                    256,
-                    0,
-                    kargs![
-                        &self.h.ptr,
-                        &l.post_norm.ptr,
-                        &self.xn.ptr,
-                        &self.x32.ptr,
-                        &hid,
-                        &d.eps,
-                        &sargs
-                    ],
-                )?;
-            }
-            self.group(
-                &l.gate_up,
-                self.xn.ptr,
-                self.gu.ptr,
-                2 * d.inter,
-                sa.is_some(),
-            )?;
+            self.normed_group(&l.gate_up, l.post_norm.ptr, self.gu.ptr, 2 * d.inter)?;
             let sa = self.sel_for(std::slice::from_ref(&l.down));
             let sargs = sa.unwrap_or_default();
-            unsafe {
-                g.launch(
-                    &format!("silu_sel_{sfx}"),
-                    (d.inter as u32).div_ceil(1024),
-                    256,
-                    0,
-                    kargs![&self.gu.ptr, &self.act.ptr, &self.x32.ptr, &inter, &sargs],
-                )?;
+            if !ablate_skip("silu") {
+                unsafe {
+                    g.launch(
+                        &format!("silu_sel_{sfx}"),
+                        (d.inter as u32).div_ceil(1024),
+                        256,
+                        0,
+                        kargs![&self.gu.ptr, &self.act.ptr, &self.x32.ptr, &inter, &sargs],
+                    )?;
+                }
             }
             self.proj(
                 &l.down,

@@ -630,6 +630,7 @@ fn pdl_kernel(name: &str) -> bool {
         "rmsnorm_",
         "rope_kv_",
         "attn_decode_",
+        "attn_rope_decode_",
         "silu_",
         "embed_",
         "add_bias_",

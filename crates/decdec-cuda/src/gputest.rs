@@ -296,6 +296,61 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             }
         }
     }
+    // RMSNorm fused into the GEMV (decode step without compensation): bit-identical to
+    // rmsnorm_sel + GEMV, and equal to the CPU twin of norm-then-GEMV
+    for &(k, n) in &[(4096usize, 1000usize), (1000, 77), (14336, 48)] {
+        for bits in [3u32, 4] {
+            for dt in dts {
+                let sfx = dt.suffix();
+                let q = random_uniform(&mut rng, bits, n, k, 128)?;
+                let lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
+                let h: Vec<f32> = (0..k).map(|_| randn(&mut rng) * 3.0).collect();
+                let w: Vec<f32> = (0..k).map(|_| 0.5 + rng.random::<f32>()).collect();
+                let eps = 1e-5f32;
+                let (hb, wb) = (gpu.upload(&h)?, gpu.upload(&w)?);
+                let xn = gpu.alloc(k * 2 + 16)?;
+                let x32 = gpu.alloc(k * 4)?;
+                let (ki, sa) = (k as i32, SelArgs::default());
+                unsafe {
+                    gpu.launch(
+                        &format!("rmsnorm_sel_{sfx}"),
+                        k.div_ceil(1024) as u32,
+                        256,
+                        0,
+                        kargs![&hb.ptr, &wb.ptr, &xn.ptr, &x32.ptr, &ki, &eps, &sa],
+                    )?
+                };
+                let y1 = gpu.alloc(n * 2 + 16)?;
+                let y2 = gpu.alloc(n * 2 + 16)?;
+                gpu.memset(&y1, 0xff)?;
+                gpu.memset(&y2, 0xff)?;
+                lin.forward(gpu, dt, xn.ptr, y1.ptr, OutMode::Store, DecMode::Off)?;
+                lin.forward_rmsnorm(gpu, dt, hb.ptr, wb.ptr, eps, y2.ptr, OutMode::Store)?;
+                gpu.check()?;
+                let a: Vec<u16> = gpu.read_raw(y1.ptr, n)?;
+                let b: Vec<u16> = gpu.read_raw(y2.ptr, n)?;
+                rep.add(
+                    format!("gemv {bits}-bit with fused RMSNorm == rmsnorm_sel + gemv {k}x{n} {sfx} (mismatches)"),
+                    a.iter().zip(&b).filter(|(x, y)| x != y).count() as f64,
+                    0.0,
+                );
+                let ss: f64 = h.iter().map(|&v| (v as f64) * (v as f64)).sum();
+                let inv = 1.0 / ((ss / k as f64) as f32 + eps).sqrt();
+                let xr: Vec<f32> = h
+                    .iter()
+                    .zip(&w)
+                    .map(|(&a, &b)| dt.round(a * inv * b))
+                    .collect();
+                let mut want = vec![0f32; n];
+                q.gemv(&xr, &mut want);
+                rep.add(
+                    format!("gemv {bits}-bit with fused RMSNorm {k}x{n} {sfx} vs CPU"),
+                    rel_err(&read_act(gpu, dt, &y2, n)?, &want),
+                    tol(dt),
+                );
+            }
+        }
+    }
     // other group sizes and the f32 output modes
     for (gs, k, n) in [(64usize, 704usize, 96usize), (32, 300, 40), (256, 1280, 64)] {
         for bits in [3u32, 4] {
@@ -712,6 +767,61 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             )?
         };
         let got = read_act(gpu, dt, &out, nh * hd)?;
+        // RoPE + KV append + attention fused (the decode step's kernel) on fresh copies of the
+        // inputs: outputs, caches and selection bit-identical to rope_kv + attn_decode
+        {
+            let (qkv2, _) = upload_act(gpu, dt, &qkv)?;
+            let (kc2, _) = upload_act(gpu, dt, &kc_init)?;
+            let (vc2, _) = upload_act(gpu, dt, &vc_init)?;
+            let out2 = gpu.alloc(nh * hd * 2 + 16)?;
+            let o32b = gpu.alloc(dim * 4)?;
+            gpu.memset(&out2, 0xff)?;
+            gpu.memset(&o32b, 0xff)?;
+            let (si2, sv2) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
+            gpu.memset(&si2, 0xff)?;
+            let sa2 = SelArgs {
+                sel_idx: si2.ptr,
+                sel_val: sv2.ptr,
+                ..sa
+            };
+            let cnt2 = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
+            unsafe {
+                gpu.launch(
+                    &format!("attn_rope_decode_{sfx}"),
+                    nh as u32,
+                    256,
+                    (max_seq * 4) as u32,
+                    kargs![
+                        &qkv2.ptr, &kc2.ptr, &vc2.ptr, &out2.ptr, &o32b.ptr, &pb.ptr, &nhi, &nkvi,
+                        &hdi, &scale, &sa2, &cnt2.ptr, &fb.ptr
+                    ],
+                )?
+            };
+            gpu.check()?;
+            let mut mism = 0usize;
+            for (x, y, len) in [
+                (&out, &out2, nh * hd),
+                (&kcb, &kc2, max_seq * nkv * hd),
+                (&vcb, &vc2, max_seq * nkv * hd),
+            ] {
+                let a: Vec<u16> = gpu.read_raw(x.ptr, len)?;
+                let b: Vec<u16> = gpu.read_raw(y.ptr, len)?;
+                mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+            }
+            let a: Vec<u32> = gpu.read_raw(out32.ptr, dim)?;
+            let b: Vec<u32> = gpu.read_raw(o32b.ptr, dim)?;
+            mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+            if rows_n > 0 && 1024 % hd == 0 {
+                let a: Vec<u32> = gpu.read_raw(si.ptr, rows_n)?;
+                let b: Vec<u32> = gpu.read_raw(si2.ptr, rows_n)?;
+                mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+            }
+            rep.add(
+                format!("attention with fused RoPE/KV append == rope_kv + attn_decode nh={nh} hd={hd} pos={pos} {sfx} (mismatches)"),
+                mism as f64,
+                0.0,
+            );
+        }
         if rows_n > 0 && 1024 % hd == 0 {
             let o32: Vec<f32> = gpu.read(&out32)?;
             let mut rows = Vec::new();

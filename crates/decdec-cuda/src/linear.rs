@@ -26,6 +26,11 @@ pub struct GemvArgs {
     pub gp: i32,
     pub out_mode: i32,
     pub split: i32,
+    /// xmode 1: RMSNorm weight (f32 [K])
+    pub nw: u64,
+    pub eps: f32,
+    /// 0: x is the activation vector; 1: x is the f32 residual stream, normalized in the kernel
+    pub xmode: i32,
 }
 
 /// Kernel argument block, must match `DecArgs` in gemv.cu.
@@ -392,15 +397,9 @@ impl GpuLinear {
             return s;
         }
         let (tiles, kc) = (self.shape.n_tiles, self.shape.kc.max(1));
-        let want: usize = if kc >= 32 {
-            8
-        } else if tiles >= 1024 {
-            4
-        } else if tiles >= 384 {
-            8
-        } else {
-            4
-        };
+        // H200 sweeps (docs/performance.md, experiments 12 and 16): long K and small grids
+        // want all 8 warps on one tile; gate-up-sized grids 4
+        let want: usize = if kc >= 32 || tiles < 1024 { 8 } else { 4 };
         let mut s = 1;
         while s < want && s * 2 <= kc {
             s *= 2;
@@ -408,13 +407,24 @@ impl GpuLinear {
         s
     }
 
+    /// cp.async ring depth: 2 for K <= 4096 (shorter prologue, less shared memory; H200 sweep,
+    /// experiment 16), 3 for longer K and the LUT kernels.
+    pub fn stages(&self) -> usize {
+        if self.format == Format::Uniform && self.shape.kc <= 16 {
+            2
+        } else {
+            3
+        }
+    }
+
     fn kernel_name(&self, dt: Dtype) -> String {
         match self.format {
             Format::Uniform => format!(
-                "gemv_u{}_g{}_{}",
+                "gemv_u{}_g{}_{}{}",
                 self.shape.bits,
                 self.shape.group_size,
-                dt.suffix()
+                dt.suffix(),
+                if self.stages() == 2 { "_s2" } else { "" }
             ),
             Format::Lut => format!("gemv_l{}_{}", self.shape.bits, dt.suffix()),
         }
@@ -442,6 +452,43 @@ impl GpuLinear {
             gp: s.gp as i32,
             out_mode: out as i32,
             split: split as i32,
+            nw: 0,
+            eps: 0.0,
+            xmode: 0,
+        }
+    }
+
+    /// `y = W T(rmsnorm(h) * w)` in one launch: every GEMV block normalizes the f32 residual
+    /// stream `h` [K] itself (bit-identical to `rmsnorm_sel` + [`GpuLinear::forward`]), so the
+    /// decode step needs no separate norm launch when this projection is not compensated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rmsnorm(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        h: u64,
+        w: u64,
+        eps: f32,
+        y: u64,
+        out: OutMode,
+    ) -> Result<()> {
+        let split = self.split_for(gpu.sms);
+        let g = GemvArgs {
+            nw: w,
+            eps,
+            xmode: 1,
+            ..self.gemv_args(h, y, out, split)
+        };
+        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
+        let d = DecArgs::default();
+        unsafe {
+            gpu.launch(
+                &self.kernel_name(dt),
+                blocks,
+                NTHREADS,
+                self.smem_bytes(0),
+                kargs![&g, &d],
+            )
         }
     }
 
@@ -498,15 +545,15 @@ impl GpuLinear {
         gemv.max(dec) as u32
     }
 
-    /// Shared memory of the per-warp cp.async rings (STAGES in gemv.cu).
+    /// Shared memory of the per-warp cp.async rings ([`GpuLinear::stages`] deep).
     fn ring_bytes(&self) -> usize {
-        const STAGES: usize = 3;
+        let stages = self.stages();
         let u4 = self.shape.u4();
         let szn = match self.format {
             Format::Lut => 1,
             Format::Uniform => 2 * (256 / self.shape.group_size),
         };
-        8 * STAGES * (u4 * 32 * 16 + szn * 32 * 4)
+        8 * stages * (u4 * 32 * 16 + szn * 32 * 4)
     }
 
     /// y = W x (+ DEC), queued on the main stream. `x`, `y` are raw device addresses.
@@ -637,7 +684,10 @@ impl GpuLinear {
         let d = DecArgs::default();
         unsafe {
             gpu.launch(
-                &format!("gemv_u3_g128_f16_{variant}"),
+                &format!(
+                    "gemv_u3_g128_f16_{variant}{}",
+                    if self.stages() == 2 { "_s2" } else { "" }
+                ),
                 blocks,
                 NTHREADS,
                 self.smem_bytes(0),

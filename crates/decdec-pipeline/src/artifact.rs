@@ -228,12 +228,15 @@ pub fn check_out(out: &Path, force: bool) -> Result<()> {
         );
     }
     if let Some(p) = out.parent() {
+        // Like `mkdir -p`: missing parents are created (they hold nothing a user could lose).
         if !p.as_os_str().is_empty() && !p.is_dir() {
-            bail!(
-                "--out {}: parent directory {} does not exist",
-                out.display(),
-                p.display()
-            );
+            std::fs::create_dir_all(p).with_context(|| {
+                format!(
+                    "--out {}: cannot create parent directory {}",
+                    out.display(),
+                    p.display()
+                )
+            })?;
         }
     }
     Ok(())
