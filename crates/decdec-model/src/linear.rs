@@ -220,6 +220,27 @@ impl Linear {
         }
     }
 
+    /// A quantized linear (shape taken from the quantized weight).
+    pub fn new_quantized(
+        name: &str,
+        layer: usize,
+        proj: Proj,
+        q: QuantWeight,
+        bias: Option<Vec<f32>>,
+    ) -> Self {
+        let dense = q.dequantize();
+        Linear {
+            name: name.to_string(),
+            layer,
+            proj,
+            in_features: q.k(),
+            out_features: q.n(),
+            weight: LinearWeight::Quantized { q, dense },
+            bias,
+            dec: None,
+        }
+    }
+
     /// Replace the weight by a quantized one (keeps name, bias and shape).
     pub fn set_quantized(&mut self, q: QuantWeight) -> anyhow::Result<()> {
         if q.k() != self.in_features || q.n() != self.out_features {

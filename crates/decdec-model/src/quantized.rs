@@ -377,8 +377,7 @@ pub fn load_model(dir: &Path) -> Result<(Manifest, Model)> {
             let mut lins: Vec<Linear> = Vec::with_capacity(7);
             for (name, proj, n, k) in layer_linears(c, i) {
                 let s = read_linear(tf, &m, &name, n, k, bits)?;
-                let mut lin = Linear::dense(&name, i, proj, n, k, Vec::new(), s.bias);
-                lin.set_quantized(s.q)?;
+                let mut lin = Linear::new_quantized(&name, i, proj, s.q, s.bias);
                 lin.dec = Some(DecLinear::new(s.residual, s.thresholds, s.act_mean));
                 lins.push(lin);
             }
