@@ -92,13 +92,8 @@ mod tests {
     use super::*;
     use crate::quant::{quantize_lut, quantize_rtn, QuantWeight};
     use crate::selection::{chunk_budgets, select_exact, SelectMethod};
-    use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    fn normal(rng: &mut StdRng) -> f32 {
-        let u1: f32 = rng.random_range(1e-7..1.0);
-        let u2: f32 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
+    use crate::test_util::normal;
+    use rand::{rngs::StdRng, SeedableRng};
 
     fn matvec(w: &[f32], x: &[f32], n: usize, k: usize) -> Vec<f64> {
         (0..n)

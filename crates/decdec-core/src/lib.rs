@@ -16,3 +16,16 @@ pub mod ops;
 pub mod quant;
 pub mod residual;
 pub mod selection;
+
+/// Random data shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use rand::{rngs::StdRng, Rng};
+
+    /// One standard normal draw (Box-Muller).
+    pub fn normal(rng: &mut StdRng) -> f32 {
+        let u1: f32 = rng.random_range(1e-7..1.0);
+        let u2: f32 = rng.random();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+}

@@ -318,13 +318,8 @@ impl Residual {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::normal;
     use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    fn normal(rng: &mut StdRng) -> f32 {
-        let u1: f32 = rng.random_range(1e-7..1.0);
-        let u2: f32 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
 
     fn random_r(rng: &mut StdRng, n: usize, k: usize) -> Vec<f32> {
         (0..n * k)

@@ -503,13 +503,8 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::normal;
     use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    fn normal(rng: &mut StdRng) -> f32 {
-        let u1: f32 = rng.random_range(1e-7..1.0);
-        let u2: f32 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
 
     /// Thresholds from calibration tokens, straight from the definition.
     fn thresholds_of(tokens: &[Vec<f32>]) -> Vec<f32> {

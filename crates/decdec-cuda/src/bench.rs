@@ -186,6 +186,21 @@ struct Xs {
     bufs: Vec<DevBuf>,
 }
 
+/// Median graph-replay time of `forward` (stored output) over the rotated weight copies `lins`.
+fn time_forward(
+    gpu: &Gpu,
+    reps: usize,
+    lins: &[GpuLinear],
+    dt: Dtype,
+    xs: &Xs,
+    y_at: &dyn Fn(usize) -> u64,
+    mode: DecMode,
+) -> Result<f64> {
+    time_graph(gpu, reps, |i| {
+        lins[i % lins.len()].forward(gpu, dt, xs.bufs[i].ptr, y_at(i), OutMode::Store, mode)
+    })
+}
+
 impl Xs {
     fn new(gpu: &Gpu, dt: Dtype, k: usize, seed: u64) -> Result<Xs> {
         let mut bufs = Vec::new();
@@ -297,16 +312,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     Format::Uniform => format!("uniform {bits}-bit g128"),
                     Format::Lut => format!("LUT {bits}-bit"),
                 };
-                let base = time_graph(gpu, o.reps, |i| {
-                    lins[i % nc].forward(
-                        gpu,
-                        dt,
-                        xs.bufs[i].ptr,
-                        y_at(i),
-                        OutMode::Store,
-                        DecMode::Off,
-                    )
-                })?;
+                let base = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
                 rows.push(mk(label.clone(), s, base, bytes));
                 if format == Format::Uniform && bits == 3 && dt == Dtype::F16 {
                     for variant in ["memonly", "computeonly"] {
@@ -324,16 +330,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         for l in lins.iter_mut() {
                             l.split_override = Some(split);
                         }
-                        let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(
-                                gpu,
-                                dt,
-                                xs.bufs[i].ptr,
-                                y_at(i),
-                                OutMode::Store,
-                                DecMode::Off,
-                            )
-                        })?;
+                        let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
                         println!(
                             "  {:<8} {:<28} split {split}: {:>8.2} us",
                             s.name, label, us
@@ -367,16 +364,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     let mut best: Option<Row> = None;
                     for &n_dec in &o.n_dec {
                         let mode = DecMode::Fused { k_chunk, n_dec };
-                        let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(
-                                gpu,
-                                dt,
-                                xs.bufs[i].ptr,
-                                y_at(i),
-                                OutMode::Store,
-                                mode,
-                            )
-                        })?;
+                        let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, mode)?;
                         let mut r = mk(format!("{label} + DEC fused"), s, us, bytes);
                         r.slowdown = Some(us / base);
                         r.k_chunk = Some(k_chunk);
@@ -429,16 +417,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                                 mode,
                             )
                         })?;
-                        let presel = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(
-                                gpu,
-                                dt,
-                                xs.bufs[i].ptr,
-                                y_at(i),
-                                OutMode::Store,
-                                mode,
-                            )
-                        })?;
+                        let presel = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, mode)?;
                         for (name, us) in [
                             ("+ DEC, selection in a separate launch", with_sel),
                             ("+ DEC, selection by the producer of x", presel),
@@ -464,16 +443,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                             l.residual_on_device(gpu, true)?;
                         }
                         let mode = DecMode::Fused { k_chunk, n_dec };
-                        let us = time_graph(gpu, o.reps, |i| {
-                            lins[i % nc].forward(
-                                gpu,
-                                dt,
-                                xs.bufs[i].ptr,
-                                y_at(i),
-                                OutMode::Store,
-                                mode,
-                            )
-                        })?;
+                        let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, mode)?;
                         for l in lins.iter_mut() {
                             l.residual_on_device(gpu, false)?;
                         }

@@ -728,52 +728,40 @@ impl CudaEngine {
                 .sel_for(std::slice::from_ref(&l.o))
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = sa_o.unwrap_or_default();
-            if fuse_rope && !ablate_skip("attn") {
-                // RoPE + KV append + attention in one launch
+            if !ablate_skip("attn") {
+                // With fuse_rope, RoPE + KV append + attention run in one launch (one extra argument).
+                let kernel = if fuse_rope {
+                    "attn_rope_decode"
+                } else {
+                    "attn_decode"
+                };
+                let args = kargs![
+                    &self.qkv.ptr,
+                    &l.kc.ptr,
+                    &l.vc.ptr,
+                    &self.attn.ptr,
+                    &self.x32.ptr,
+                    &pos,
+                    &nh,
+                    &nkv,
+                    &hdim,
+                    &scale,
+                    &sargs_o,
+                    &self.attn_cnt.ptr,
+                    &self.inv_freq.ptr
+                ];
+                let nargs = if fuse_rope {
+                    args.len()
+                } else {
+                    args.len() - 1
+                };
                 unsafe {
                     g.launch(
-                        &format!("attn_rope_decode_{sfx}"),
+                        &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
                         (self.opts.max_seq * 4) as u32,
-                        kargs![
-                            &self.qkv.ptr,
-                            &l.kc.ptr,
-                            &l.vc.ptr,
-                            &self.attn.ptr,
-                            &self.x32.ptr,
-                            &pos,
-                            &nh,
-                            &nkv,
-                            &hdim,
-                            &scale,
-                            &sargs_o,
-                            &self.attn_cnt.ptr,
-                            &self.inv_freq.ptr
-                        ],
-                    )?;
-                }
-            } else if !ablate_skip("attn") {
-                unsafe {
-                    g.launch(
-                        &format!("attn_decode_{sfx}"),
-                        d.heads as u32,
-                        256,
-                        (self.opts.max_seq * 4) as u32,
-                        kargs![
-                            &self.qkv.ptr,
-                            &l.kc.ptr,
-                            &l.vc.ptr,
-                            &self.attn.ptr,
-                            &self.x32.ptr,
-                            &pos,
-                            &nh,
-                            &nkv,
-                            &hdim,
-                            &scale,
-                            &sargs_o,
-                            &self.attn_cnt.ptr
-                        ],
+                        &mut args[..nargs],
                     )?;
                 }
             }

@@ -348,13 +348,8 @@ impl LutQuant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::normal;
     use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    fn normal(rng: &mut StdRng) -> f32 {
-        let u1: f32 = rng.random_range(1e-7..1.0);
-        let u2: f32 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
 
     /// Student-t-like heavy tails: normal / sqrt(chi2_3 / 3).
     fn heavy(rng: &mut StdRng) -> f32 {

@@ -505,14 +505,8 @@ impl UniformQuant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::normal;
     use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    fn normal(rng: &mut StdRng) -> f32 {
-        // Box-Muller, enough for test data.
-        let u1: f32 = rng.random_range(1e-7..1.0);
-        let u2: f32 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
 
     /// Random weights where every group holds both signs (true of real weights).
     fn two_sided(rng: &mut StdRng, n: usize, k: usize, g: usize) -> Vec<f32> {
