@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p decdec-cli
-B=target/release/decdec
+B="${CARGO_TARGET_DIR:-target}/release/decdec"
 M=models/stories260K
 Q=target/demo/stories260K-awq3
 TEXT=data/tinystories-sample.txt

@@ -9,7 +9,7 @@ MODEL=${MODEL:-models/stories260K}
 PORT=${PORT:-18080}
 if [ -z "${DECDEC_SERVE:-}" ]; then
     cargo build --release -p decdec-cli
-    DECDEC_SERVE="target/release/decdec serve"
+    DECDEC_SERVE="${CARGO_TARGET_DIR:-target}/release/decdec serve"
 fi
 
 # shellcheck disable=SC2086  # DECDEC_SERVE is a command with arguments

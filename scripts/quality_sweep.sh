@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-target/quality}
 SHARED=${SHARED:-../shared}
 cargo build --release -p decdec-cli
-BIN=target/release/decdec
+BIN="${CARGO_TARGET_DIR:-target}/release/decdec"
 
 $BIN quality run --label stories260K -m models/stories260K \
   --text "$SHARED/corpora/tinystories-sample.txt" --calib "$SHARED/corpora/tinyshakespeare.txt" \

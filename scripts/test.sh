@@ -23,5 +23,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 cargo build --release -p decdec-cli
-"$VENV/bin/python" scripts/openai_client_check.py target/release/decdec models/stories260K
+"$VENV/bin/python" scripts/openai_client_check.py "${CARGO_TARGET_DIR:-target}/release/decdec" models/stories260K
 echo "all checks passed"
