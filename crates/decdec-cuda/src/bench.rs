@@ -1,8 +1,6 @@
 //! `decdec bench kernels`: per-kernel timings on random data with the reference harness idea
 //! (weights rotated over copies beyond L2, CUDA-graph replays of 20 calls, median).
 
-use std::ffi::c_void;
-
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
@@ -257,9 +255,19 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 fill_act(gpu, dt, w.ptr, s.n * s.k, 77 + c as u64, -0.05, 0.05)?;
                 ws.push(w);
             }
-            if let Some(h) = gpu.cublas {
+            if gpu.cublas.is_some() {
+                // one-row cuBLAS GEMM = the cuBLAS GEMV baseline
                 let r = time_graph(gpu, o.reps, |i| {
-                    cublas_gemv(h, dt, &ws[i % nc], xs.bufs[i].ptr, y_at(i), s.n, s.k)
+                    crate::linear::gemm_xwt(
+                        gpu,
+                        dt,
+                        xs.bufs[i].ptr,
+                        ws[i % nc].ptr,
+                        y_at(i),
+                        1,
+                        s.k,
+                        s.n,
+                    )
                 });
                 match r {
                     Ok(us) => rows.push(mk(format!("{} cuBLAS GEMV", dt.suffix()), s, us, bytes)),
@@ -584,47 +592,6 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
         rows,
         layer_sums,
     })
-}
-
-fn cublas_gemv(
-    h: cudarc::cublas::sys::cublasHandle_t,
-    dt: Dtype,
-    w: &DevBuf,
-    x: u64,
-    y: u64,
-    n: usize,
-    k: usize,
-) -> Result<()> {
-    use cudarc::cublas::sys as cb;
-    let ty = match dt {
-        Dtype::F16 => cb::cudaDataType::CUDA_R_16F,
-        Dtype::Bf16 => cb::cudaDataType::CUDA_R_16BF,
-    };
-    let (alpha, beta) = (1f32, 0f32);
-    unsafe {
-        cudarc::cublas::result::gemm_ex(
-            h,
-            cb::cublasOperation_t::CUBLAS_OP_T,
-            cb::cublasOperation_t::CUBLAS_OP_N,
-            n as i32,
-            1,
-            k as i32,
-            &alpha as *const f32 as *const c_void,
-            w.ptr as *const c_void,
-            ty,
-            k as i32,
-            x as *const c_void,
-            ty,
-            k as i32,
-            &beta as *const f32 as *const c_void,
-            y as *mut c_void,
-            ty,
-            n as i32,
-            cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-        .map_err(|e| anyhow!("cublasGemmEx: {e:?}"))
-    }
 }
 
 pub fn print_table(r: &Report) -> String {

@@ -212,6 +212,32 @@ fn rref(r: &Residual) -> ResidualRef<'_> {
     }
 }
 
+/// One base-GEMV check: fresh random x (rounded to `dt` for the twin too), poisoned output, the GPU
+/// result against the CPU twin `twin(x, y)`.
+#[allow(clippy::too_many_arguments)]
+fn check_gemv(
+    gpu: &Gpu,
+    rep: &mut Report,
+    rng: &mut StdRng,
+    lin: &GpuLinear,
+    dt: Dtype,
+    (k, n): (usize, usize),
+    label: String,
+    twin: impl Fn(&[f32], &mut [f32]),
+) -> Result<()> {
+    let xs: Vec<f32> = (0..k).map(|_| randn(rng)).collect();
+    let (xb, xr) = upload_act(gpu, dt, &xs)?;
+    let mut want = vec![0f32; n];
+    twin(&xr, &mut want);
+    let y = gpu.alloc(n * 2 + 16)?;
+    gpu.memset(&y, 0xff)?;
+    lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
+    gpu.check()?;
+    let got = read_act(gpu, dt, &y, n)?;
+    rep.add(label, rel_err(&got, &want), tol(dt));
+    Ok(())
+}
+
 /// Run every check. `seed` = None draws a fresh seed (printed).
 pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
     let seed = seed.unwrap_or_else(|| {
@@ -242,20 +268,10 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             for dt in dts {
                 let q = random_uniform(&mut rng, bits, n, k, 128)?;
                 let lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
-                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
-                let (xb, xr) = upload_act(gpu, dt, &xs)?;
-                let mut want = vec![0f32; n];
-                q.gemv(&xr, &mut want);
-                let y = gpu.alloc(n * 2 + 16)?;
-                gpu.memset(&y, 0xff)?;
-                lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
-                gpu.check()?;
-                let got = read_act(gpu, dt, &y, n)?;
-                rep.add(
-                    format!("gemv uniform {bits}-bit g128 {k}x{n} {}", dt.suffix()),
-                    rel_err(&got, &want),
-                    tol(dt),
-                );
+                let label = format!("gemv uniform {bits}-bit g128 {k}x{n} {}", dt.suffix());
+                check_gemv(gpu, &mut rep, &mut rng, &lin, dt, (k, n), label, |x, y| {
+                    q.gemv(x, y)
+                })?;
             }
         }
     }
@@ -397,20 +413,10 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                         lut: &q.lut,
                     },
                 )?;
-                let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
-                let (xb, xr) = upload_act(gpu, dt, &xs)?;
-                let mut want = vec![0f32; n];
-                q.gemv(&xr, &mut want);
-                let y = gpu.alloc(n * 2 + 16)?;
-                gpu.memset(&y, 0xff)?;
-                lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, DecMode::Off)?;
-                gpu.check()?;
-                let got = read_act(gpu, dt, &y, n)?;
-                rep.add(
-                    format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix()),
-                    rel_err(&got, &want),
-                    tol(dt),
-                );
+                let label = format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix());
+                check_gemv(gpu, &mut rep, &mut rng, &lin, dt, (k, n), label, |x, y| {
+                    q.gemv(x, y)
+                })?;
             }
         }
     }
