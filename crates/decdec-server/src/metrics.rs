@@ -140,8 +140,12 @@ impl Metrics {
         let m = self.lock();
         let info = &self.info;
         let mut s = String::new();
-        let _ = writeln!(s, "# HELP decdec_model_info The served model and backend.");
-        let _ = writeln!(s, "# TYPE decdec_model_info gauge");
+        header(
+            &mut s,
+            "decdec_model_info",
+            "gauge",
+            "The served model and backend.",
+        );
         let _ = writeln!(
             s,
             "decdec_model_info{{model=\"{}\",backend=\"{}\"}} 1",
@@ -149,11 +153,12 @@ impl Metrics {
             escape_label(&info.backend)
         );
 
-        let _ = writeln!(
-            s,
-            "# HELP decdec_requests_total Requests by endpoint and outcome."
+        header(
+            &mut s,
+            "decdec_requests_total",
+            "counter",
+            "Requests by endpoint and outcome.",
         );
-        let _ = writeln!(s, "# TYPE decdec_requests_total counter");
         for ((ep, outcome), n) in &m.requests {
             let _ = writeln!(
                 s,
@@ -161,106 +166,107 @@ impl Metrics {
             );
         }
 
-        let counters = [
+        let scalars: [(&str, &str, &str, String); 10] = [
             (
                 "decdec_prompt_tokens_total",
+                "counter",
                 "Prompt tokens processed.",
-                m.prompt_tokens,
+                m.prompt_tokens.to_string(),
             ),
             (
                 "decdec_completion_tokens_total",
+                "counter",
                 "Tokens generated.",
-                m.completion_tokens,
+                m.completion_tokens.to_string(),
             ),
             (
                 "decdec_decode_tokens_total",
+                "counter",
                 "Tokens generated after each request's first (the decode phase).",
-                m.decode_tokens,
+                m.decode_tokens.to_string(),
+            ),
+            (
+                "decdec_decode_seconds_total",
+                "counter",
+                "Seconds spent in the decode phase.",
+                m.decode_seconds.to_string(),
+            ),
+            (
+                "decdec_decode_tokens_per_second",
+                "gauge",
+                "Decode speed of the last finished request.",
+                m.last_decode_tps.to_string(),
+            ),
+            (
+                "decdec_queue_depth",
+                "gauge",
+                "Requests waiting for the engine.",
+                queue_depth.to_string(),
+            ),
+            (
+                "decdec_queue_capacity",
+                "gauge",
+                "Waiting requests allowed before 429.",
+                info.queue_capacity.to_string(),
+            ),
+            (
+                "decdec_requests_running",
+                "gauge",
+                "Requests on the engine now (0 or 1).",
+                (running as u8).to_string(),
+            ),
+            (
+                "decdec_dec_residual_bytes_fetched_total",
+                "counter",
+                "Residual bytes read from host memory.",
+                m.dec.bytes_fetched.to_string(),
+            ),
+            (
+                "decdec_dec_residual_rows_fetched_total",
+                "counter",
+                "Residual rows fetched.",
+                m.dec.rows_fetched.to_string(),
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} counter");
+        for (name, kind, help, v) in scalars {
+            header(&mut s, name, kind, help);
             let _ = writeln!(s, "{name} {v}");
         }
-        let _ = writeln!(
-            s,
-            "# HELP decdec_decode_seconds_total Seconds spent in the decode phase."
-        );
-        let _ = writeln!(s, "# TYPE decdec_decode_seconds_total counter");
-        let _ = writeln!(s, "decdec_decode_seconds_total {}", m.decode_seconds);
-        let _ = writeln!(
-            s,
-            "# HELP decdec_decode_tokens_per_second Decode speed of the last finished request."
-        );
-        let _ = writeln!(s, "# TYPE decdec_decode_tokens_per_second gauge");
-        let _ = writeln!(s, "decdec_decode_tokens_per_second {}", m.last_decode_tps);
 
-        let _ = writeln!(
-            s,
-            "# HELP decdec_queue_depth Requests waiting for the engine."
-        );
-        let _ = writeln!(s, "# TYPE decdec_queue_depth gauge");
-        let _ = writeln!(s, "decdec_queue_depth {queue_depth}");
-        let _ = writeln!(
-            s,
-            "# HELP decdec_queue_capacity Waiting requests allowed before 429."
-        );
-        let _ = writeln!(s, "# TYPE decdec_queue_capacity gauge");
-        let _ = writeln!(s, "decdec_queue_capacity {}", info.queue_capacity);
-        let _ = writeln!(
-            s,
-            "# HELP decdec_requests_running Requests on the engine now (0 or 1)."
-        );
-        let _ = writeln!(s, "# TYPE decdec_requests_running gauge");
-        let _ = writeln!(s, "decdec_requests_running {}", running as u8);
+        for (name, help, h) in [
+            (
+                "decdec_time_to_first_token_seconds",
+                "Arrival to first generated token.",
+                &m.ttft,
+            ),
+            (
+                "decdec_queue_wait_seconds",
+                "Time requests waited in the queue.",
+                &m.queue_wait,
+            ),
+        ] {
+            header(&mut s, name, "histogram", help);
+            h.render(&mut s, name, &TTFT_BUCKETS);
+        }
 
-        let _ = writeln!(
-            s,
-            "# HELP decdec_time_to_first_token_seconds Arrival to first generated token."
+        header(
+            &mut s,
+            "decdec_dec_k_chunk",
+            "gauge",
+            "Error compensation: residual rows fetched per 1024 input channels (0 = off).",
         );
-        let _ = writeln!(s, "# TYPE decdec_time_to_first_token_seconds histogram");
-        m.ttft
-            .render(&mut s, "decdec_time_to_first_token_seconds", &TTFT_BUCKETS);
-        let _ = writeln!(
-            s,
-            "# HELP decdec_queue_wait_seconds Time requests waited in the queue."
-        );
-        let _ = writeln!(s, "# TYPE decdec_queue_wait_seconds histogram");
-        m.queue_wait
-            .render(&mut s, "decdec_queue_wait_seconds", &TTFT_BUCKETS);
-
-        let _ = writeln!(
-            s,
-            "# HELP decdec_dec_k_chunk Error compensation: residual rows fetched per 1024 input channels (0 = off)."
-        );
-        let _ = writeln!(s, "# TYPE decdec_dec_k_chunk gauge");
         let k = info.k_chunk.unwrap_or([0; 4]);
         for (group, k) in K_CHUNK_GROUPS.iter().zip(k) {
             let _ = writeln!(s, "decdec_dec_k_chunk{{proj=\"{group}\"}} {k}");
         }
-        let _ = writeln!(
-            s,
-            "# HELP decdec_dec_residual_bytes_fetched_total Residual bytes read from host memory."
-        );
-        let _ = writeln!(s, "# TYPE decdec_dec_residual_bytes_fetched_total counter");
-        let _ = writeln!(
-            s,
-            "decdec_dec_residual_bytes_fetched_total {}",
-            m.dec.bytes_fetched
-        );
-        let _ = writeln!(
-            s,
-            "# HELP decdec_dec_residual_rows_fetched_total Residual rows fetched."
-        );
-        let _ = writeln!(s, "# TYPE decdec_dec_residual_rows_fetched_total counter");
-        let _ = writeln!(
-            s,
-            "decdec_dec_residual_rows_fetched_total {}",
-            m.dec.rows_fetched
-        );
         s
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of one metric family.
+fn header(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]
