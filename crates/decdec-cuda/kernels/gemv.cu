@@ -262,6 +262,9 @@ struct GemvArgs {
     float eps;         // xmode 1: RMSNorm epsilon
     int xmode;         // 0: x is T[K]; 1: x is the f32 residual stream h[K], the GEMV input is
                        //    T(rmsnorm(h) * nw) computed by every block exactly as rmsnorm_sel does
+    float* part;       // stream schedule: per-warp partial rows [n_tiles][maxnc][TILE]
+    int* tile_cnt;     // stream schedule: [n_tiles], zero between calls: partials arrived per tile
+    int maxnc;         // stream schedule: partial slots per tile
 };
 
 template <typename T>
@@ -292,6 +295,67 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
     }
 }
 
+// Stage the GEMV input x (padded with zeros to whole chunks) in shared memory, once per block.
+template <typename T>
+__device__ void stage_x(const GemvArgs& g, uint4* xs) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (g.xmode == 1) {
+        // RMSNorm fused into the consumer (no separate launch): the same summation order and
+        // arithmetic as rmsnorm_sel, so x is bit-identical to the two-kernel path.
+        const float* h = reinterpret_cast<const float*>(g.x);
+        __shared__ float nred[NWARP];
+        float ss = 0.f;
+        for (int i = threadIdx.x; i < g.K; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
+        ss = warp_sum(ss);
+        if (lane == 0) nred[warp] = ss;
+        __syncthreads();
+        float tot = 0.f;
+#pragma unroll
+        for (int i = 0; i < NWARP; i++) tot += nred[i];
+        const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
+        T* xt = reinterpret_cast<T*>(xs);
+        for (int i = threadIdx.x; i < g.KC * CHUNK; i += NTHREADS)
+            xt[i] = Dt<T>::from_f(i < g.K ? h[i] * inv * g.nw[i] : 0.f);
+    } else {
+        const T* x = reinterpret_cast<const T*>(g.x);
+        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
+    }
+}
+
+// Decode + tensor-core product of one 256-column chunk of one row tile (lane's A fragments in
+// `wv`, its group scale words in `s0`, x of the chunk at `xc`). Uniform: the group scale is applied
+// in f32 per group into acc_g (row g) / acc_8 (row g+8); LUT: values are exact in the table, the
+// products accumulate in `cl` over all K.
+template <typename T, int BITS, bool LUT, int GSZ, typename Dec>
+__device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0, const uint4* xc, float& acc_g,
+                                          float& acc_8, float (&cl)[2][4]) {
+    constexpr int GPC = CHUNK / GSZ;
+    constexpr int SPG = GSZ / 16;
+#pragma unroll
+    for (int gi = 0; gi < GPC; gi++) {
+        float cf[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        if constexpr (!LUT) dec.set_group(s0[2 * gi], s0[2 * gi + 1]);
+        uint4 xg[SPG / 2];
+#pragma unroll
+        for (int p = 0; p < SPG / 2; p++) xg[p] = xc[4 * (gi * SPG / 2 + p)];
+#pragma unroll
+        for (int ls = 0; ls < SPG; ls++) {
+            const int s = gi * SPG + ls;
+            const uint4 xv = xg[ls >> 1];
+            u32 a[4];
+            decode_step<T, BITS>(dec, wv, s, a);
+            u32 b0 = (s & 1) ? xv.z : xv.x;
+            u32 b1 = (s & 1) ? xv.w : xv.y;
+            if constexpr (LUT) mma16816<T>(cl[s & 1], a[0], a[1], a[2], a[3], b0, b1);
+            else mma16816<T>(cf[s & 1], a[0], a[1], a[2], a[3], b0, b1);
+        }
+        if constexpr (!LUT) {
+            acc_g = fmaf(dec.sc[0], cf[0][0] + cf[1][0], acc_g);
+            acc_8 = fmaf(dec.sc[1], cf[0][2] + cf[1][2], acc_8);
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------------------------
 // GEMV blocks: (8 / split) row tiles per block, `split` warps per tile share its chunks.
 // Weights (and the group scale words) are prefetched STAGES - 1 chunks ahead with cp.async.
@@ -303,13 +367,11 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     const int gq = lane >> 2, tq = lane & 3;
     constexpr int U = (BITS == 4) ? 4 : 3;
     constexpr int GPC = CHUNK / GSZ;   // groups per chunk
-    constexpr int SPG = GSZ / 16;      // steps per group
     const int S = LUT ? NWARP : g.split;
     const int TPB = NWARP / S;          // tiles per block
     const int rt = bid * TPB + warp / S;
     const int split = warp % S;
     const int n_tiles = (g.N + TILE - 1) / TILE;
-    const T* x = reinterpret_cast<const T*>(g.x);
 
     float* red = smem;  // [NWARP][TILE]
     using Dec = typename Cond<LUT, LutDec<T, BITS>, UniformDec<T, BITS>>::type;
@@ -369,26 +431,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     for (int st = 0; st < ST - 1; st++) issue(split + st * S, st);
     // weights do not depend on the previous kernel of the step; x and the outputs do
     pdl_wait();
-    if (g.xmode == 1) {
-        // RMSNorm fused into the consumer (no separate launch): the same summation order and
-        // arithmetic as rmsnorm_sel, so x is bit-identical to the two-kernel path.
-        const float* h = reinterpret_cast<const float*>(g.x);
-        __shared__ float nred[NWARP];
-        float ss = 0.f;
-        for (int i = threadIdx.x; i < g.K; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
-        ss = warp_sum(ss);
-        if (lane == 0) nred[warp] = ss;
-        __syncthreads();
-        float tot = 0.f;
-#pragma unroll
-        for (int i = 0; i < NWARP; i++) tot += nred[i];
-        const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
-        T* xt = reinterpret_cast<T*>(xs);
-        for (int i = threadIdx.x; i < g.KC * CHUNK; i += NTHREADS)
-            xt[i] = Dt<T>::from_f(i < g.K ? h[i] * inv * g.nw[i] : 0.f);
-    } else {
-        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
-    }
+    stage_x<T>(g, xs);
     __syncthreads();
     if (live) {
         int it = 0;
@@ -409,31 +452,8 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                 acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
                 continue;
             }
-            const u32* wv = reinterpret_cast<const u32*>(w0);
             const uint4* xc = xs + c * (CHUNK / 8) + tq;
-#pragma unroll
-            for (int gi = 0; gi < GPC; gi++) {
-                float cf[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-                if constexpr (!LUT) dec.set_group(s0[2 * gi], s0[2 * gi + 1]);
-                uint4 xg[SPG / 2];
-#pragma unroll
-                for (int p = 0; p < SPG / 2; p++) xg[p] = xc[4 * (gi * SPG / 2 + p)];
-#pragma unroll
-                for (int ls = 0; ls < SPG; ls++) {
-                    const int s = gi * SPG + ls;
-                    const uint4 xv = xg[ls >> 1];
-                    u32 a[4];
-                    decode_step<T, BITS>(dec, wv, s, a);
-                    u32 b0 = (s & 1) ? xv.z : xv.x;
-                    u32 b1 = (s & 1) ? xv.w : xv.y;
-                    if constexpr (LUT) mma16816<T>(cl[s & 1], a[0], a[1], a[2], a[3], b0, b1);
-                    else mma16816<T>(cf[s & 1], a[0], a[1], a[2], a[3], b0, b1);
-                }
-                if constexpr (!LUT) {
-                    acc_g = fmaf(dec.sc[0], cf[0][0] + cf[1][0], acc_g);
-                    acc_8 = fmaf(dec.sc[1], cf[0][2] + cf[1][2], acc_8);
-                }
-            }
+            chunk_mma<T, BITS, LUT, GSZ>(dec, reinterpret_cast<const u32*>(w0), s0, xc, acc_g, acc_8, cl);
         }
     }
     cp_async_wait<0>();
@@ -536,6 +556,185 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     if (stamp) d.dbg_t[9] = clock64();
 }
 
+
+// ----------------------------------------------------------------------------------------------
+// Stream schedule (uniform formats): the (tile, chunk) units of the whole matrix, tile-major, are
+// split evenly over all GEMV warps of the launch, one contiguous range per warp. Every warp streams
+// the same number of bytes in a single wave (no partial last wave, no idle SMs at the tail), its
+// cp.async ring stays full across tile boundaries, and the grid leaves room for the DEC blocks
+// instead of queueing GEMV blocks behind them. A tile whose chunks span several warps is reduced
+// by the last of them to finish, from per-warp partials summed in warp order (deterministic).
+// ----------------------------------------------------------------------------------------------
+
+// The outputs of slice s are complete when its last part (a tile or the DEC block) has arrived:
+// warp-level twin of arrive_slice for the stream schedule, where warps finish tiles independently.
+template <typename T>
+__device__ void arrive_slice_warp(const GemvArgs& g, const DecArgs& d, int s) {
+    const int lane = threadIdx.x & 31;
+    const int n_tiles = (g.N + TILE - 1) / TILE;
+    const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + 1;
+    // the lanes' writes are ordered before lane 0's release by the warp barrier
+    __syncwarp();
+    int old = 0;
+    if (lane == 0)
+        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(d.slice_cnt + s) : "memory");
+    old = __shfl_sync(0xffffffffu, old, 0);
+    if (old + 1 != expect) return;
+    if (lane == 0) d.slice_cnt[s] = 0;
+    __syncwarp();
+    for (int i = lane; i < SLICE_COLS; i += 32) {
+        const int n = s * SLICE_COLS + i;
+        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + __ldcg(d.dvec + n));
+    }
+}
+
+// Warp `gw` (of W) finished its part of tile t (acc_g / acc_8 in the lanes with tq == 0).
+// `whole`: it covered every chunk of the tile, so no cross-warp reduction is needed.
+template <typename T>
+__device__ void stream_flush(const GemvArgs& g, const DecArgs& d, int t, bool whole, long long gw,
+                             long long W, long long units, float acc_g, float acc_8) {
+    const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    float v;
+    if (whole) {
+        // row r of the tile to lane r: rows 0-7 from acc_g, 8-15 from acc_8 of lane 4 * (r % 8)
+        const float a = __shfl_sync(0xffffffffu, acc_g, (lane & 7) * 4);
+        const float b = __shfl_sync(0xffffffffu, acc_8, (lane & 7) * 4);
+        v = lane < 8 ? a : b;
+    } else {
+        // contributors of the tile: the warps whose ranges meet units [t*KC, t*KC + KC)
+        const long long lo = (long long)t * g.KC;
+        const long long wfirst = ((lo + 1) * W - 1) / units;
+        const long long wlast = ((lo + g.KC) * W - 1) / units;
+        const int nc = (int)(wlast - wfirst + 1);
+        float* part = g.part + ((size_t)t * g.maxnc + (size_t)(gw - wfirst)) * TILE;
+        if (tq == 0) {
+            part[gq] = acc_g;
+            part[gq + 8] = acc_8;
+        }
+        __syncwarp();
+        int old = 0;
+        if (lane == 0)
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(g.tile_cnt + t) : "memory");
+        old = __shfl_sync(0xffffffffu, old, 0);
+        if (old != nc - 1) return;
+        if (lane == 0) g.tile_cnt[t] = 0;
+        __syncwarp();
+        // all partials of a batch in flight at once (one L2 round trip per 8 slots), summed in
+        // slot order
+        v = 0.f;
+        if (lane < TILE) {
+            const float* pp = g.part + (size_t)t * g.maxnc * TILE + lane;
+            for (int i0 = 0; i0 < nc; i0 += 8) {
+                float pv[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) pv[i] = i0 + i < nc ? __ldcg(pp + (size_t)(i0 + i) * TILE) : 0.f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) v += pv[i];
+            }
+        }
+    }
+    const int n = t * TILE + lane;
+    const bool ok = lane < TILE && n < g.N;
+    if (d.n_dec == 0) {
+        if (ok) store_out<T>(g, n, v);
+        return;
+    }
+    if (ok) d.bvec[n] = v;
+    arrive_slice_warp<T>(g, d, (t * TILE) / SLICE_COLS);
+}
+
+// MODE (ablation only): 0 normal, 1 loads only, 2 compute only. `nb` GEMV blocks, this is `gb`.
+template <typename T, int BITS, int GSZ, int MODE, int ST>
+__device__ void gemv_stream(const GemvArgs& g, const DecArgs& d, int gb, int nb, float* smem) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gq = lane >> 2, tq = lane & 3;
+    constexpr int U = (BITS == 4) ? 4 : 3;
+    constexpr int GPC = CHUNK / GSZ;
+    constexpr int SZN = 2 * GPC;
+    const int KC = g.KC;
+    const int n_tiles = (g.N + TILE - 1) / TILE;
+    const long long units = (long long)n_tiles * KC;
+    const long long W = min((long long)nb * NWARP, units);
+    const long long gw = (long long)gb * NWARP + warp;
+    // the warp's units [u0, u1): 64-bit division once here, then (tile, chunk) counters only
+    // (a 64-bit division per unit costs more instructions than decoding the unit)
+    const int u0 = gw < W ? (int)(gw * units / W) : 0;
+    const int nu = gw < W ? (int)((gw + 1) * units / W) - u0 : 0;
+    const size_t sstride = (size_t)n_tiles * TILE;
+    uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE);
+    uint4* ring = xs + KC * (CHUNK / 8) + warp * (ST * U * 32);
+    u32* sring = reinterpret_cast<u32*>(xs + KC * (CHUNK / 8) + NWARP * ST * U * 32) + warp * (ST * SZN * 32);
+    int it_t = u0 / KC, it_c = u0 % KC;  // next unit to issue
+    auto issue = [&](int i, int st) {
+        if (MODE != 2 && i < nu) {
+            const uint4* qp = g.qw + ((size_t)it_c * n_tiles + it_t) * U * 32 + lane;
+#pragma unroll
+            for (int k = 0; k < U; k++) cp_async16(ring + (st * U + k) * 32 + lane, qp + k * 32);
+            const u32* sp = g.sz + (size_t)it_t * TILE + gq;
+#pragma unroll
+            for (int gi = 0; gi < GPC; gi++) {
+                cp_async4(sring + (st * SZN + 2 * gi) * 32 + lane, sp + (size_t)(it_c * GPC + gi) * sstride);
+                cp_async4(sring + (st * SZN + 2 * gi + 1) * 32 + lane, sp + (size_t)(it_c * GPC + gi) * sstride + 8);
+            }
+            if (++it_c == KC) {
+                it_c = 0;
+                it_t++;
+            }
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int st = 0; st < ST - 1; st++) issue(st, st);
+    pdl_wait();
+    stage_x<T>(g, xs);
+    __syncthreads();
+    UniformDec<T, BITS> dec;
+    float cl[2][4];
+    float acc_g = 0.f, acc_8 = 0.f;
+    int t = u0 / KC, c = u0 % KC;  // unit being computed
+    bool seg_whole = c == 0;       // the warp's part of tile t starts at its chunk 0
+    for (int i = 0; i < nu; i++) {
+        const int st = i % ST;
+        cp_async_wait<ST - 2>();
+        uint4 w0[U];
+#pragma unroll
+        for (int k = 0; k < U; k++) w0[k] = ring[(st * U + k) * 32 + lane];
+        u32 s0[SZN];
+#pragma unroll
+        for (int j = 0; j < SZN; j++) s0[j] = sring[(st * SZN + j) * 32 + lane];
+        issue(i + ST - 1, (i + ST - 1) % ST);
+        if constexpr (MODE == 1) {
+            acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
+        } else {
+            chunk_mma<T, BITS, false, GSZ>(dec, reinterpret_cast<const u32*>(w0), s0, xs + c * (CHUNK / 8) + tq,
+                                           acc_g, acc_8, cl);
+        }
+        if (c == KC - 1 || i + 1 == nu) {
+            stream_flush<T>(g, d, t, seg_whole && c == KC - 1, gw, W, units, acc_g, acc_8);
+            acc_g = 0.f;
+            acc_8 = 0.f;
+            seg_whole = true;
+        }
+        if (++c == KC) {
+            c = 0;
+            t++;
+        }
+    }
+    cp_async_wait<0>();
+    pdl_launch_dependents();
+}
+
+template <typename T, int BITS, int GSZ, int MODE = 0, int ST = STAGES>
+__device__ void gemv_stream_kernel(const GemvArgs& g, const DecArgs& d) {
+    extern __shared__ float smem[];
+    if ((int)blockIdx.x < d.n_dec) {
+        pdl_wait();
+        dec_blocks<T>(g, d, smem);
+        return;
+    }
+    gemv_stream<T, BITS, GSZ, MODE, ST>(g, d, blockIdx.x - d.n_dec, gridDim.x - d.n_dec, smem);
+}
+
 #define GEMV_ENTRY(NAME, T, BITS, LUT, GSZ)                                                        \
     extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
         gemv_dec_kernel<T, BITS, LUT, GSZ>(g, d);                                                  \
@@ -544,6 +743,12 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
 #define GEMV_ENTRY_S2(NAME, T, BITS, LUT, GSZ)                                                     \
     extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
         gemv_dec_kernel<T, BITS, LUT, GSZ, 0, 2>(g, d);                                            \
+    }
+
+// Stream schedule (see gemv_stream), ring depth ST.
+#define GEMV_ENTRY_ST(NAME, T, BITS, GSZ, ST)                                                       \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
+        gemv_stream_kernel<T, BITS, GSZ, 0, ST>(g, d);                                             \
     }
 
 GEMV_ENTRY(gemv_u3_g128_f16, __half, 3, false, 128)
@@ -578,6 +783,10 @@ GEMV_ENTRY_S2(gemv_u3_g256_f16_s2, __half, 3, false, 256)
 GEMV_ENTRY_S2(gemv_u4_g256_f16_s2, __half, 4, false, 256)
 GEMV_ENTRY_S2(gemv_u3_g256_bf16_s2, __nv_bfloat16, 3, false, 256)
 GEMV_ENTRY_S2(gemv_u4_g256_bf16_s2, __nv_bfloat16, 4, false, 256)
+GEMV_ENTRY_ST(gemv_u3_g128_f16_st3, __half, 3, 128, 3)
+GEMV_ENTRY_ST(gemv_u3_g128_bf16_st3, __nv_bfloat16, 3, 128, 3)
+GEMV_ENTRY_ST(gemv_u4_g128_f16_st3, __half, 4, 128, 3)
+GEMV_ENTRY_ST(gemv_u4_g128_bf16_st3, __nv_bfloat16, 4, 128, 3)
 GEMV_ENTRY(gemv_l3_f16, __half, 3, true, 256)
 GEMV_ENTRY(gemv_l4_f16, __half, 4, true, 256)
 GEMV_ENTRY(gemv_l3_bf16, __nv_bfloat16, 3, true, 256)
@@ -595,6 +804,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f
 }
 extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_computeonly_s2(GemvArgs g, DecArgs d) {
     gemv_dec_kernel<__half, 3, false, 128, 2, 2>(g, d);
+}
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_memonly_st3(GemvArgs g, DecArgs d) {
+    gemv_stream_kernel<__half, 3, 128, 1, 3>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_computeonly_st3(GemvArgs g, DecArgs d) {
+    gemv_stream_kernel<__half, 3, 128, 2, 3>(g, d);
 }
 
 // ----------------------------------------------------------------------------------------------

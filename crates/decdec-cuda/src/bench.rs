@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::gpu::{median, DevBuf, Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{dec_total_rows, fill_act, DecMode, Format, GpuLinear, OutMode};
+use crate::linear::{dec_total_rows, fill_act, DecMode, Format, GpuLinear, OutMode, Schedule};
 
 pub const CALLS_PER_GRAPH: usize = 20;
 
@@ -333,10 +333,34 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         rows.push(r);
                     }
                 }
+                if let Some(st) = &lins[0].stream {
+                    println!(
+                        "  {:<8} {:<28} stream schedule: {} blocks/SM, {} partial slots per tile, ring {}",
+                        s.name, label, st.per_sm, st.maxnc, st.stages
+                    );
+                }
+                if lins[0].stream.is_some() && lins[0].schedule() == Schedule::Tiles {
+                    // the stream schedule (experiment 17) for comparison
+                    for l in lins.iter_mut() {
+                        l.sched_override = Some(Schedule::Stream);
+                    }
+                    let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
+                    println!(
+                        "  {:<8} {:<28} stream schedule: {:>8.2} us",
+                        s.name, label, us
+                    );
+                    let mut r = mk(format!("{label} stream schedule"), s, us, bytes);
+                    r.n_dec = None;
+                    rows.push(r);
+                    for l in lins.iter_mut() {
+                        l.sched_override = None;
+                    }
+                }
                 if o.split_sweep && format == Format::Uniform {
                     for split in [1usize, 2, 4, 8] {
                         for l in lins.iter_mut() {
                             l.split_override = Some(split);
+                            l.sched_override = Some(Schedule::Tiles);
                         }
                         let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
                         println!(
@@ -349,6 +373,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     }
                     for l in lins.iter_mut() {
                         l.split_override = None;
+                        l.sched_override = None;
                     }
                 }
                 println!(

@@ -195,6 +195,13 @@ pub struct BenchDecodeArgs {
     /// DEC blocks per compensated GEMV.
     #[arg(long = "n-dec", default_value_t = 64)]
     pub n_dec: usize,
+    /// Projection groups compensated at k_chunk > 0 (qkv, o, gu, d): per-group cost attribution.
+    #[arg(
+        long = "dec-groups",
+        value_delimiter = ',',
+        default_value = "qkv,o,gu,d"
+    )]
+    pub dec_groups: Vec<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -214,6 +221,13 @@ pub struct DecodeRow {
 }
 
 pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
+    if let Some(g) = a
+        .dec_groups
+        .iter()
+        .find(|g| !["qkv", "o", "gu", "d"].contains(&g.as_str()))
+    {
+        bail!("--dec-groups: unknown group '{g}' (qkv, o, gu, d)");
+    }
     use crate::engine::{CudaEngine, CudaOptions};
     use decdec_model::Engine;
     if a.tokens == 0 {
@@ -248,7 +262,14 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
     let mut rows: Vec<DecodeRow> = Vec::new();
     let mut base_tps = None;
     for &k in &a.k_chunk {
-        engine.set_k_chunks([k; 4]);
+        let on = |g: &str| {
+            if a.dec_groups.iter().any(|x| x == g) {
+                k
+            } else {
+                0
+            }
+        };
+        engine.set_k_chunks([on("qkv"), on("o"), on("gu"), on("d")]);
         engine.set_dec(k > 0);
         // warm-up (graph capture, clocks), then the measured run from position 0
         engine.truncate(0);

@@ -46,6 +46,7 @@ pub fn kernel_names(name: &str) -> Vec<String> {
         if let Some(rest) = l
             .strip_prefix("GEMV_ENTRY(")
             .or_else(|| l.strip_prefix("GEMV_ENTRY_S2("))
+            .or_else(|| l.strip_prefix("GEMV_ENTRY_ST("))
             .or_else(|| l.strip_prefix("DEQUANT_ENTRY("))
         {
             if let Some(n) = rest.split(',').next() {

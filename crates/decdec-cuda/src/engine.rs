@@ -147,6 +147,14 @@ fn fusion_on(what: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// `DECDEC_SEL_IN_GEMV=qkv,o,gu,d`: those groups' salient channels are selected by the DEC
+/// blocks of their GEMV instead of by the kernel that produces x (experiment knob).
+fn sel_in_gemv(group: &str) -> bool {
+    std::env::var("DECDEC_SEL_IN_GEMV")
+        .map(|v| v.split(',').any(|w| w == group || w == "all"))
+        .unwrap_or(false)
+}
+
 /// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step (timing
 /// ablation only: the results are wrong; never set outside `bench decode`).
 fn ablate_skip(what: &str) -> bool {
@@ -546,9 +554,10 @@ impl CudaEngine {
         self.count_dec();
     }
 
-    /// The selection request for a group's DEC, when one fused GEMV compensates it.
-    fn sel_for(&self, ps: &[Proj]) -> Option<SelArgs> {
-        if !self.dec_enabled || ps.len() != 1 || ps[0].k_chunk == 0 {
+    /// The selection request a producer kernel fulfils for a group's DEC, when one fused GEMV
+    /// compensates it (None: no DEC, or the GEMV's DEC blocks select themselves).
+    fn sel_for(&self, ps: &[Proj], group: &str) -> Option<SelArgs> {
+        if !self.dec_enabled || ps.len() != 1 || ps[0].k_chunk == 0 || sel_in_gemv(group) {
             return None;
         }
         match &ps[0].kind {
@@ -599,10 +608,17 @@ impl CudaEngine {
     /// A group fed by RMSNorm of the residual stream: uncompensated quantized projections
     /// normalize h inside the GEMV (no norm launch); otherwise `rmsnorm_sel` produces x (and the
     /// salient channels for the compensation) first.
-    fn normed_group(&self, ps: &[Proj], norm_w: u64, y: u64, n_total: usize) -> Result<()> {
+    fn normed_group(
+        &self,
+        ps: &[Proj],
+        group: &str,
+        norm_w: u64,
+        y: u64,
+        n_total: usize,
+    ) -> Result<()> {
         let d = &self.dims;
         let sfx = self.opts.dtype.suffix();
-        let sa = self.sel_for(ps);
+        let sa = self.sel_for(ps, group);
         let all_quant = ps.iter().all(|p| matches!(p.kind, ProjKind::Quant(_)));
         let dec_on = self.dec_enabled && ps.iter().any(|p| p.k_chunk > 0);
         if !dec_on && all_quant && fusion_on("norm") {
@@ -700,7 +716,7 @@ impl CudaEngine {
         let inter = d.inter as i32;
         for l in &self.layers {
             // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
-            self.normed_group(&l.qkv, l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
+            self.normed_group(&l.qkv, "qkv", l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
             let fuse_rope = fusion_on("rope");
             if !fuse_rope {
                 unsafe {
@@ -725,7 +741,7 @@ impl CudaEngine {
             // the last head block of each 1024-channel chunk selects for the o GEMV's compensation
             // (when heads tile the chunks: head_dim divides 1024)
             let sa_o = self
-                .sel_for(std::slice::from_ref(&l.o))
+                .sel_for(std::slice::from_ref(&l.o), "o")
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = sa_o.unwrap_or_default();
             if !ablate_skip("attn") {
@@ -772,8 +788,8 @@ impl CudaEngine {
                 OutMode::AddF32,
                 sa_o.is_some(),
             )?;
-            self.normed_group(&l.gate_up, l.post_norm.ptr, self.gu.ptr, 2 * d.inter)?;
-            let sa = self.sel_for(std::slice::from_ref(&l.down));
+            self.normed_group(&l.gate_up, "gu", l.post_norm.ptr, self.gu.ptr, 2 * d.inter)?;
+            let sa = self.sel_for(std::slice::from_ref(&l.down), "d");
             let sargs = sa.unwrap_or_default();
             if !ablate_skip("silu") {
                 unsafe {

@@ -358,6 +358,37 @@ impl Gpu {
         Ok(())
     }
 
+    /// Blocks of `block` threads with `smem` bytes of dynamic shared memory that fit on one SM.
+    pub fn blocks_per_sm(&self, name: &str, block: u32, smem: u32) -> Result<u32> {
+        let f = self.func(name)?;
+        let mut n = 0i32;
+        unsafe {
+            if smem > 48 * 1024 {
+                ck(
+                    sys::cuFuncSetAttribute(
+                        f,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        smem as i32,
+                    ),
+                    "cuFuncSetAttribute",
+                )?;
+            }
+            ck(
+                sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &mut n,
+                    f,
+                    block as i32,
+                    smem as usize,
+                ),
+                &format!("occupancy of {name} with {smem} bytes of shared memory"),
+            )?;
+        }
+        if n < 1 {
+            bail!("kernel {name} does not fit on an SM with {smem} bytes of shared memory");
+        }
+        Ok(n as u32)
+    }
+
     /// Launch `name` on `stream`.
     ///
     /// # Safety

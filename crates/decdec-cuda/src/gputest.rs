@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::gpu::{DevBuf, Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{DecMode, GpuLinear, OutMode, SelArgs};
+use crate::linear::{DecMode, GpuLinear, OutMode, Schedule, SelArgs};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
 
 /// A CPU twin `y = W x` of one linear.
@@ -283,8 +283,14 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
         let res = random_residual(&mut rng, n, k);
         let th = thresholds_like(&mut rng, k, 1.0);
         lin.attach_residual(gpu, &rref(&res), &th)?;
-        for split in [1usize, 2, 4, 8] {
-            lin.split_override = Some(split);
+        // split 0: the stream schedule (units spread over one wave of warps)
+        for split in [0usize, 1, 2, 4, 8] {
+            lin.split_override = (split > 0).then_some(split);
+            lin.sched_override = Some(if split == 0 {
+                Schedule::Stream
+            } else {
+                Schedule::Tiles
+            });
             for k_chunk in [0usize, 16] {
                 let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
                 let (xb, xr) = upload_act(gpu, dt, &xs)?;
@@ -304,8 +310,13 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 lin.forward(gpu, dt, xb.ptr, y.ptr, OutMode::Store, mode)?;
                 gpu.check()?;
                 let got = read_act(gpu, dt, &y, n)?;
+                let sched = if split == 0 {
+                    "stream".to_string()
+                } else {
+                    format!("split-K {split}")
+                };
                 rep.add(
-                    format!("gemv 3-bit split-K {split} k_chunk={k_chunk} {k}x{n} f16"),
+                    format!("gemv 3-bit {sched} k_chunk={k_chunk} {k}x{n} f16"),
                     rel_err(&got, &want),
                     tol(dt),
                 );

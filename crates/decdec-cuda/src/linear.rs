@@ -31,6 +31,11 @@ pub struct GemvArgs {
     pub eps: f32,
     /// 0: x is the activation vector; 1: x is the f32 residual stream, normalized in the kernel
     pub xmode: i32,
+    /// stream schedule: per-warp partial rows [n_tiles][maxnc][16] (f32)
+    pub part: u64,
+    /// stream schedule: arrivals per tile (i32 [n_tiles], zero between calls)
+    pub tile_cnt: u64,
+    pub maxnc: i32,
 }
 
 /// Kernel argument block, must match `DecArgs` in gemv.cu.
@@ -126,6 +131,29 @@ pub enum DecMode {
     Coop { k_chunk: usize, n_tb: usize },
 }
 
+/// How a GEMV launch spreads the weight stream over the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// One block per (8 / split) row tiles, `split` warps per tile (several waves on large shapes).
+    Tiles,
+    /// The (tile, chunk) units split evenly over one wave of resident warps (`gemv_stream`).
+    Stream,
+}
+
+/// Device state of the stream schedule of one linear.
+pub struct StreamState {
+    /// per-warp partial rows of tiles shared by several warps
+    pub part: DevBuf,
+    /// arrivals per tile, zero between calls
+    pub tile_cnt: DevBuf,
+    /// partial slots per tile (bound for every grid up to `per_sm` blocks per SM)
+    pub maxnc: usize,
+    /// resident GEMV blocks per SM (occupancy of the stream kernel)
+    pub per_sm: u32,
+    /// cp.async ring depth
+    pub stages: usize,
+}
+
 pub struct GpuLinear {
     pub format: Format,
     pub shape: TiledShape,
@@ -135,6 +163,9 @@ pub struct GpuLinear {
     pub dec: Option<DecStore>,
     /// Force the warps per row tile (1, 2, 4, 8) instead of the automatic choice (tests, tuning).
     pub split_override: Option<usize>,
+    /// Force the schedule instead of the automatic choice (tests, tuning).
+    pub sched_override: Option<Schedule>,
+    pub stream: Option<StreamState>,
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -145,14 +176,17 @@ pub fn dec_total_rows(k: usize, k_chunk: usize) -> usize {
 impl GpuLinear {
     pub fn from_uniform(gpu: &Gpu, q: &UniformRef) -> Result<GpuLinear> {
         let (shape, qw, sz) = repack::tile_uniform(q)?;
-        Ok(GpuLinear {
+        GpuLinear {
             format: Format::Uniform,
             shape,
             qw: gpu.upload(&qw)?,
             params: gpu.upload(&sz)?,
             dec: None,
             split_override: None,
-        })
+            sched_override: None,
+            stream: None,
+        }
+        .with_stream(gpu)
     }
 
     pub fn from_lut(gpu: &Gpu, q: &LutRef) -> Result<GpuLinear> {
@@ -164,6 +198,8 @@ impl GpuLinear {
             params: gpu.upload(q.lut)?,
             dec: None,
             split_override: None,
+            sched_override: None,
+            stream: None,
         })
     }
 
@@ -207,14 +243,88 @@ impl GpuLinear {
                 b
             }
         };
-        Ok(GpuLinear {
+        GpuLinear {
             format,
             shape,
             qw,
             params,
             dec: None,
             split_override: None,
-        })
+            sched_override: None,
+            stream: None,
+        }
+        .with_stream(gpu)
+    }
+
+    /// Set up the stream schedule of a uniform linear: occupancy of its kernels, and partial
+    /// slots per tile for the widest grid. A tile's contributors other than the first and last lie
+    /// inside it with at least m = floor(units / warps) units each, so at most (KC - 2) / m + 2.
+    fn with_stream(mut self, gpu: &Gpu) -> Result<GpuLinear> {
+        // the stream kernels exist for uniform g128 (a 3-stage ring); others use the tile schedule
+        if self.format != Format::Uniform || self.shape.group_size != 128 {
+            return Ok(self);
+        }
+        let stages = 3;
+        let smem = self.stream_smem(stages, 0);
+        let mut per_sm = u32::MAX;
+        for dt in [Dtype::F16, Dtype::Bf16] {
+            let name = self.stream_kernel_name(dt, stages);
+            per_sm = per_sm.min(gpu.blocks_per_sm(&name, NTHREADS, smem)?);
+        }
+        let (kc, tiles) = (self.shape.kc.max(1), self.shape.n_tiles);
+        let units = tiles * kc;
+        let warps = (per_sm as usize * gpu.sms.max(1) as usize * 8)
+            .min(units)
+            .max(1);
+        let m = (units / warps).max(1);
+        let maxnc = if kc <= 1 { 1 } else { kc.min((kc - 2) / m + 2) };
+        self.stream = Some(StreamState {
+            part: gpu.alloc(tiles * maxnc * 16 * 4)?,
+            tile_cnt: gpu.alloc_zeroed(tiles * 4)?,
+            maxnc,
+            per_sm,
+            stages,
+        });
+        Ok(self)
+    }
+
+    /// The schedule a launch uses: `sched_override`, else `DECDEC_SCHED=tiles|stream`, else the
+    /// tile schedule (the stream schedule measured slower on the H200: docs/performance.md,
+    /// experiment 17; it exists for uniform g128 only).
+    pub fn schedule(&self) -> Schedule {
+        if self.stream.is_none() {
+            return Schedule::Tiles;
+        }
+        if let Some(s) = self.sched_override {
+            return s;
+        }
+        match std::env::var("DECDEC_SCHED").as_deref() {
+            Ok("stream") => Schedule::Stream,
+            _ => Schedule::Tiles,
+        }
+    }
+
+    fn stream_kernel_name(&self, dt: Dtype, stages: usize) -> String {
+        format!(
+            "gemv_u{}_g{}_{}_st{stages}",
+            self.shape.bits,
+            self.shape.group_size,
+            dt.suffix()
+        )
+    }
+
+    /// Shared memory of a stream-schedule launch (x, rings, reduction; or the DEC blocks' needs).
+    fn stream_smem(&self, stages: usize, dec_rows: usize) -> u32 {
+        let gemv = 8 * 16 * 4 + self.shape.kc * 256 * 2 + self.ring_bytes_for(stages);
+        gemv.max(Self::dec_smem(dec_rows)) as u32
+    }
+
+    /// GEMV blocks of a stream launch that leaves `n_dec` resident slots to the DEC blocks.
+    fn stream_blocks(&self, gpu: &Gpu, n_dec: usize) -> u32 {
+        let st = self.stream.as_ref().expect("stream schedule set up");
+        let resident = st.per_sm as usize * gpu.sms.max(1) as usize;
+        let units = self.shape.n_tiles * self.shape.kc.max(1);
+        resident.saturating_sub(n_dec).min(units.div_ceil(8)).max(1) as u32
     }
 
     /// Attach a canonical 4-bit residual (copied into mapped pinned host memory) and thresholds.
@@ -430,6 +540,33 @@ impl GpuLinear {
         }
     }
 
+    /// Kernel, GEMV blocks and shared memory of a launch that hosts `n_dec` DEC blocks (in front)
+    /// fetching `dec_rows` residual rows.
+    fn launch_plan(
+        &self,
+        gpu: &Gpu,
+        dt: Dtype,
+        split: usize,
+        n_dec: usize,
+        dec_rows: usize,
+    ) -> (String, u32, u32) {
+        match self.schedule() {
+            Schedule::Stream => {
+                let st = self.stream.as_ref().expect("stream schedule set up").stages;
+                (
+                    self.stream_kernel_name(dt, st),
+                    self.stream_blocks(gpu, n_dec),
+                    self.stream_smem(st, dec_rows),
+                )
+            }
+            Schedule::Tiles => (
+                self.kernel_name(dt),
+                self.shape.n_tiles.div_ceil(8 / split) as u32,
+                self.smem_bytes(dec_rows),
+            ),
+        }
+    }
+
     fn gemv_args(&self, x: u64, y: u64, out: OutMode, split: usize) -> GemvArgs {
         let s = &self.shape;
         GemvArgs {
@@ -455,6 +592,9 @@ impl GpuLinear {
             nw: 0,
             eps: 0.0,
             xmode: 0,
+            part: self.stream.as_ref().map(|st| st.part.ptr).unwrap_or(0),
+            tile_cnt: self.stream.as_ref().map(|st| st.tile_cnt.ptr).unwrap_or(0),
+            maxnc: self.stream.as_ref().map(|st| st.maxnc as i32).unwrap_or(0),
         }
     }
 
@@ -479,17 +619,9 @@ impl GpuLinear {
             xmode: 1,
             ..self.gemv_args(h, y, out, split)
         };
-        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
+        let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
         let d = DecArgs::default();
-        unsafe {
-            gpu.launch(
-                &self.kernel_name(dt),
-                blocks,
-                NTHREADS,
-                self.smem_bytes(0),
-                kargs![&g, &d],
-            )
-        }
+        unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
     }
 
     fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
@@ -524,11 +656,6 @@ impl GpuLinear {
         })
     }
 
-    /// Shared memory of the cooperative DEC kernel alone.
-    fn coop_smem_bytes(dec_rows: usize) -> u32 {
-        (8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8) as u32
-    }
-
     fn smem_bytes(&self, dec_rows: usize) -> u32 {
         let gemv = 8 * 16 * 4
             + match self.format {
@@ -536,18 +663,21 @@ impl GpuLinear {
                 Format::Uniform => 0,
             }
             + self.shape.kc * 256 * 2
-            + self.ring_bytes();
-        let dec = if dec_rows > 0 {
+            + self.ring_bytes_for(self.stages());
+        gemv.max(Self::dec_smem(dec_rows)) as u32
+    }
+
+    /// Shared memory of the DEC blocks of a fused launch (reduction, selection, row lists).
+    fn dec_smem(dec_rows: usize) -> usize {
+        if dec_rows > 0 {
             8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8
         } else {
             0
-        };
-        gemv.max(dec) as u32
+        }
     }
 
-    /// Shared memory of the per-warp cp.async rings ([`GpuLinear::stages`] deep).
-    fn ring_bytes(&self) -> usize {
-        let stages = self.stages();
+    /// Shared memory of the per-warp cp.async rings, `stages` deep.
+    fn ring_bytes_for(&self, stages: usize) -> usize {
         let u4 = self.shape.u4();
         let szn = match self.format {
             Format::Lut => 1,
@@ -594,12 +724,11 @@ impl GpuLinear {
             _ => self.split_for(gpu.sms),
         };
         let g = self.gemv_args(x, y, out, split);
-        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
-        let name = self.kernel_name(dt);
         match dec {
             DecMode::Off => {
+                let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
                 let d = DecArgs::default();
-                unsafe { gpu.launch(&name, blocks, NTHREADS, self.smem_bytes(0), kargs![&g, &d]) }
+                unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
             }
             DecMode::Fused { k_chunk, n_dec } | DecMode::FusedPresel { k_chunk, n_dec } => {
                 let presel = matches!(dec, DecMode::FusedPresel { .. }) as i32;
@@ -609,8 +738,9 @@ impl GpuLinear {
                     ..self.dec_args(k_chunk, n_dec)?
                 };
                 let rows = dec_total_rows(self.shape.k, k_chunk);
+                let (name, blocks, smem) = self.launch_plan(gpu, dt, split, d.n_dec as usize, rows);
                 let grid = blocks + d.n_dec as u32;
-                unsafe { gpu.launch(&name, grid, NTHREADS, self.smem_bytes(rows), kargs![&g, &d]) }
+                unsafe { gpu.launch(&name, grid, NTHREADS, smem, kargs![&g, &d]) }
             }
             DecMode::Coop { k_chunk, n_tb } => {
                 let rows = dec_total_rows(self.shape.k, k_chunk);
@@ -634,17 +764,12 @@ impl GpuLinear {
                         &format!("dec_coop_{}", dt.suffix()),
                         n_tb as u32,
                         NTHREADS,
-                        Self::coop_smem_bytes(rows),
+                        Self::dec_smem(rows) as u32,
                         kargs![&x, &n, &k, &nd, &bar],
                     )?;
                     let off = DecArgs::default();
-                    gpu.launch(
-                        &name,
-                        blocks,
-                        NTHREADS,
-                        self.smem_bytes(0),
-                        kargs![&g, &off],
-                    )?;
+                    let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
+                    gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &off])?;
                 }
                 gpu.join()?;
                 let dvec = nd.dvec;
@@ -680,20 +805,17 @@ impl GpuLinear {
         }
         let split = self.split_for(gpu.sms);
         let g = self.gemv_args(x, y, OutMode::Store, split);
-        let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
+        let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
+        let name = match self.schedule() {
+            Schedule::Stream if name.ends_with("_st3") => format!("gemv_u3_g128_f16_{variant}_st3"),
+            Schedule::Stream => bail!("stream ablation kernels exist for a 3-stage ring only"),
+            Schedule::Tiles => format!(
+                "gemv_u3_g128_f16_{variant}{}",
+                if self.stages() == 2 { "_s2" } else { "" }
+            ),
+        };
         let d = DecArgs::default();
-        unsafe {
-            gpu.launch(
-                &format!(
-                    "gemv_u3_g128_f16_{variant}{}",
-                    if self.stages() == 2 { "_s2" } else { "" }
-                ),
-                blocks,
-                NTHREADS,
-                self.smem_bytes(0),
-                kargs![&g, &d],
-            )
-        }
+        unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
     }
 
     /// Dequantize into a dense row-major `[N][K]` activation-dtype matrix at `out` (prefill).
