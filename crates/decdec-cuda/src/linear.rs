@@ -166,6 +166,23 @@ pub struct GpuLinear {
     /// Force the schedule instead of the automatic choice (tests, tuning).
     pub sched_override: Option<Schedule>,
     pub stream: Option<StreamState>,
+    /// resident blocks per SM of the tile-schedule kernel (f16)
+    pub tile_per_sm: u32,
+}
+
+/// DEC blocks of a tile-schedule launch: at most the free slots of the GEMV's last wave, when
+/// there are a few, so that no GEMV block waits for a DEC block to finish (on the H200 the down
+/// projection, 256 blocks at 2 per SM, has 8 free slots: 8 DEC blocks cost +2.8 us per layer in the
+/// decode step, 16 cost +6.7; docs/performance.md, experiment 21). `DECDEC_NO_WAVE_FIT=1` turns
+/// this off.
+pub fn wave_fit_n_dec(blocks: usize, resident: usize, n_dec: usize) -> usize {
+    let resident = resident.max(1);
+    let free = blocks.div_ceil(resident) * resident - blocks;
+    if free >= 4 {
+        n_dec.min(free)
+    } else {
+        n_dec
+    }
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -185,6 +202,7 @@ impl GpuLinear {
             split_override: None,
             sched_override: None,
             stream: None,
+            tile_per_sm: 1,
         }
         .with_stream(gpu)
     }
@@ -200,6 +218,7 @@ impl GpuLinear {
             split_override: None,
             sched_override: None,
             stream: None,
+            tile_per_sm: 1,
         })
     }
 
@@ -252,14 +271,17 @@ impl GpuLinear {
             split_override: None,
             sched_override: None,
             stream: None,
+            tile_per_sm: 1,
         }
         .with_stream(gpu)
     }
 
-    /// Set up the stream schedule of a uniform linear: occupancy of its kernels, and partial
+    /// Occupancy of the tile kernel; for uniform g128 also the stream schedule: occupancy, and partial
     /// slots per tile for the widest grid. A tile's contributors other than the first and last lie
     /// inside it with at least m = floor(units / warps) units each, so at most (KC - 2) / m + 2.
     fn with_stream(mut self, gpu: &Gpu) -> Result<GpuLinear> {
+        self.tile_per_sm =
+            gpu.blocks_per_sm(&self.kernel_name(Dtype::F16), NTHREADS, self.smem_bytes(0))?;
         // the stream kernels exist for uniform g128 (a 3-stage ring); others use the tile schedule
         if self.format != Format::Uniform || self.shape.group_size != 128 {
             return Ok(self);
@@ -739,6 +761,17 @@ impl GpuLinear {
                 };
                 let rows = dec_total_rows(self.shape.k, k_chunk);
                 let (name, blocks, smem) = self.launch_plan(gpu, dt, split, d.n_dec as usize, rows);
+                let d = match self.schedule() {
+                    Schedule::Tiles if std::env::var_os("DECDEC_NO_WAVE_FIT").is_none() => {
+                        let resident = self.tile_per_sm as usize * gpu.sms.max(1) as usize;
+                        DecArgs {
+                            n_dec: wave_fit_n_dec(blocks as usize, resident, d.n_dec as usize)
+                                as i32,
+                            ..d
+                        }
+                    }
+                    _ => d,
+                };
                 let grid = blocks + d.n_dec as u32;
                 unsafe { gpu.launch(&name, grid, NTHREADS, smem, kargs![&g, &d]) }
             }
@@ -955,5 +988,22 @@ pub fn gemm_xwt(
             cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
         .map_err(|e| anyhow::anyhow!("cublasGemmEx: {e:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wave_fit_n_dec;
+
+    #[test]
+    fn dec_blocks_fill_the_last_wave_only() {
+        // down on the H200: 256 GEMV blocks, 264 resident -> 8 free slots
+        assert_eq!(wave_fit_n_dec(256, 264, 64), 8);
+        assert_eq!(wave_fit_n_dec(256, 264, 6), 6);
+        // gate-up: 896 blocks in 3 waves of 396 -> 292 free, the request stands
+        assert_eq!(wave_fit_n_dec(896, 396, 64), 64);
+        // a full last wave (no free slot worth using): the request stands
+        assert_eq!(wave_fit_n_dec(792, 396, 32), 32);
+        assert_eq!(wave_fit_n_dec(394, 396, 32), 32);
     }
 }
