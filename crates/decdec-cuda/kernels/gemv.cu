@@ -322,6 +322,20 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs) {
     }
 }
 
+// Wait for the oldest chunk of the warp's cp.async ring (stage st) and take the lane's weight
+// words and (SC) its NS group scale words; each lane reads only what its own copies wrote.
+template <int ST, int U, int NS, bool SC>
+__device__ __forceinline__ void ring_take(const uint4* ring, const u32* sring, int st, int lane, uint4* w0,
+                                          u32* s0) {
+    cp_async_wait<ST - 2>();
+#pragma unroll
+    for (int i = 0; i < U; i++) w0[i] = ring[(st * U + i) * 32 + lane];
+    if constexpr (SC) {
+#pragma unroll
+        for (int j = 0; j < NS; j++) s0[j] = sring[(st * NS + j) * 32 + lane];
+    }
+}
+
 // Decode + tensor-core product of one 256-column chunk of one row tile (lane's A fragments in
 // `wv`, its group scale words in `s0`, x of the chunk at `xc`). Uniform: the group scale is applied
 // in f32 per group into acc_g (row g) / acc_8 (row g+8); LUT: values are exact in the table, the
@@ -437,15 +451,9 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
         int it = 0;
         for (int c = split; c < g.KC; c += S, it++) {
             const int st = it % ST;
-            cp_async_wait<ST - 2>();
             uint4 w0[U];
-#pragma unroll
-            for (int i = 0; i < U; i++) w0[i] = ring[(st * U + i) * 32 + lane];
             u32 s0[SZN];
-            if constexpr (!LUT) {
-#pragma unroll
-                for (int j = 0; j < SZN; j++) s0[j] = sring[(st * SZN + j) * 32 + lane];
-            }
+            ring_take<ST, U, SZN, !LUT>(ring, sring, st, lane, w0, s0);
             // refill the slot consumed in the previous iteration
             issue(c + (ST - 1) * S, (it + ST - 1) % ST);
             if constexpr (MODE == 1) {
@@ -695,13 +703,9 @@ __device__ void gemv_stream(const GemvArgs& g, const DecArgs& d, int gb, int nb,
     bool seg_whole = c == 0;       // the warp's part of tile t starts at its chunk 0
     for (int i = 0; i < nu; i++) {
         const int st = i % ST;
-        cp_async_wait<ST - 2>();
         uint4 w0[U];
-#pragma unroll
-        for (int k = 0; k < U; k++) w0[k] = ring[(st * U + k) * 32 + lane];
         u32 s0[SZN];
-#pragma unroll
-        for (int j = 0; j < SZN; j++) s0[j] = sring[(st * SZN + j) * 32 + lane];
+        ring_take<ST, U, SZN, true>(ring, sring, st, lane, w0, s0);
         issue(i + ST - 1, (i + ST - 1) % ST);
         if constexpr (MODE == 1) {
             acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);

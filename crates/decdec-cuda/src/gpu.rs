@@ -363,16 +363,7 @@ impl Gpu {
         let f = self.func(name)?;
         let mut n = 0i32;
         unsafe {
-            if smem > 48 * 1024 {
-                ck(
-                    sys::cuFuncSetAttribute(
-                        f,
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        smem as i32,
-                    ),
-                    "cuFuncSetAttribute",
-                )?;
-            }
+            allow_dynamic_smem(f, smem)?;
             ck(
                 sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
                     &mut n,
@@ -403,16 +394,7 @@ impl Gpu {
         args: &mut [*mut c_void],
     ) -> Result<()> {
         let f = self.func(name)?;
-        if smem > 48 * 1024 {
-            ck(
-                sys::cuFuncSetAttribute(
-                    f,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                ),
-                "cuFuncSetAttribute",
-            )?;
-        }
+        allow_dynamic_smem(f, smem)?;
         if self.pdl && pdl_kernel(name) {
             let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
             attr.id =
@@ -654,6 +636,24 @@ impl Drop for Graph {
 /// Kernels that call `griddepcontrol.wait` before touching their predecessor's results, and so
 /// may be launched with programmatic stream serialization. Everything else (fills, probes,
 /// cooperative launches) keeps the plain stream order.
+/// Opt `f` in to more than the default 48 KB of dynamic shared memory when `smem` needs it.
+///
+/// # Safety
+/// `f` must be a loaded function of this context.
+unsafe fn allow_dynamic_smem(f: sys::CUfunction, smem: u32) -> Result<()> {
+    if smem > 48 * 1024 {
+        ck(
+            sys::cuFuncSetAttribute(
+                f,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            ),
+            "cuFuncSetAttribute",
+        )?;
+    }
+    Ok(())
+}
+
 fn pdl_kernel(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "gemv_",
