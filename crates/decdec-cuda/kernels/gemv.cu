@@ -105,6 +105,28 @@ template <typename T, int BITS> struct LutDec {
     static constexpr int U = (BITS == 4) ? 4 : 3;
     const u32* tab_g;  // table of row g
     const u32* tab_8;  // table of row g+8
+    // Build the pair table of row tile rt in shared memory `tab` (whole block) and point this
+    // lane's rows at it.
+    __device__ void load_tile(const float* lut, int N, int rt, u32* tab) {
+        constexpr int NE = 1 << (2 * BITS);
+        constexpr int L = 1 << BITS;
+        for (int i = threadIdx.x; i < TILE * NE; i += NTHREADS) {
+            int r = i / NE, e = i % NE;
+            int row = rt * TILE + r;
+            float lo = 0.f, hi = 0.f;
+            if (row < N) {
+                lo = lut[(size_t)row * L + (e & (L - 1))];
+                hi = lut[(size_t)row * L + (e >> BITS)];
+            }
+            T tl = Dt<T>::from_f(lo), th = Dt<T>::from_f(hi);
+            tab[i] = (u32)(*reinterpret_cast<unsigned short*>(&tl)) |
+                     ((u32)(*reinterpret_cast<unsigned short*>(&th)) << 16);
+        }
+        __syncthreads();
+        const int gq = (threadIdx.x & 31) >> 2;
+        tab_g = tab + gq * NE;
+        tab_8 = tab + (gq + 8) * NE;
+    }
     __device__ __forceinline__ u32 lookup(u32 lo, u32 hi, int r) const {
         const u32* t = r ? tab_8 : tab_g;
         return t[lo | (hi << BITS)];
@@ -390,26 +412,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     float* red = smem;  // [NWARP][TILE]
     using Dec = typename Cond<LUT, LutDec<T, BITS>, UniformDec<T, BITS>>::type;
     Dec dec;
-    if constexpr (LUT) {
-        u32* tab = reinterpret_cast<u32*>(smem + NWARP * TILE);
-        constexpr int NE = 1 << (2 * BITS);
-        constexpr int L = 1 << BITS;
-        for (int i = threadIdx.x; i < TILE * NE; i += NTHREADS) {
-            int r = i / NE, e = i % NE;
-            int row = rt * TILE + r;
-            float lo = 0.f, hi = 0.f;
-            if (row < g.N) {
-                lo = g.lut[(size_t)row * L + (e & (L - 1))];
-                hi = g.lut[(size_t)row * L + (e >> BITS)];
-            }
-            T tl = Dt<T>::from_f(lo), th = Dt<T>::from_f(hi);
-            tab[i] = (u32)(*reinterpret_cast<unsigned short*>(&tl)) |
-                     ((u32)(*reinterpret_cast<unsigned short*>(&th)) << 16);
-        }
-        __syncthreads();
-        dec.tab_g = tab + gq * NE;
-        dec.tab_8 = tab + (gq + 8) * NE;
-    }
+    if constexpr (LUT) dec.load_tile(g.lut, g.N, rt, reinterpret_cast<u32*>(smem + NWARP * TILE));
 
     float acc_g = 0.f, acc_8 = 0.f;
     float cl[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // LUT: accumulators over all K
@@ -988,26 +991,7 @@ __device__ void dequant_tiled(const GemvArgs& g, T* out) {
     const int n_tiles = (g.N + TILE - 1) / TILE;
     using Dec = typename Cond<LUT, LutDec<T, BITS>, UniformDec<T, BITS>>::type;
     Dec dec;
-    if constexpr (LUT) {
-        u32* tab = reinterpret_cast<u32*>(smem);
-        constexpr int NE = 1 << (2 * BITS);
-        constexpr int L = 1 << BITS;
-        for (int i = threadIdx.x; i < TILE * NE; i += NTHREADS) {
-            int r = i / NE, e = i % NE;
-            int row = rt * TILE + r;
-            float lo = 0.f, hi = 0.f;
-            if (row < g.N) {
-                lo = g.lut[(size_t)row * L + (e & (L - 1))];
-                hi = g.lut[(size_t)row * L + (e >> BITS)];
-            }
-            T tl = Dt<T>::from_f(lo), th = Dt<T>::from_f(hi);
-            tab[i] = (u32)(*reinterpret_cast<unsigned short*>(&tl)) |
-                     ((u32)(*reinterpret_cast<unsigned short*>(&th)) << 16);
-        }
-        __syncthreads();
-        dec.tab_g = tab + gq * NE;
-        dec.tab_8 = tab + (gq + 8) * NE;
-    }
+    if constexpr (LUT) dec.load_tile(g.lut, g.N, rt, reinterpret_cast<u32*>(smem));
     for (int c = warp; c < g.KC; c += NWARP) {
         uint4 w0[U];
 #pragma unroll

@@ -241,6 +241,34 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
         n_dec: None,
         residual_bytes: None,
     };
+    // A compensated row: slowdown over `base`, k_chunk, block count and residual bytes set, and
+    // its progress line printed (`what` padded to `w`, `tag` = "n_dec" or "n_tb ").
+    #[allow(clippy::too_many_arguments)]
+    let dec_row = |r: Row,
+                   what: &str,
+                   w: usize,
+                   tag: &str,
+                   base: f64,
+                   k_chunk: usize,
+                   nb: usize,
+                   rbytes: Option<usize>| {
+        println!(
+            "  {:<8} {:<w$} k_chunk {:>2} {tag} {:>3}: {:>8.2} us  x{:.3}",
+            r.shape,
+            what,
+            k_chunk,
+            nb,
+            r.us,
+            r.us / base
+        );
+        Row {
+            slowdown: Some(r.us / base),
+            k_chunk: Some(k_chunk),
+            n_dec: Some(nb),
+            residual_bytes: rbytes,
+            ..r
+        }
+    };
     for (si, s) in o.shapes.iter().enumerate() {
         let xs = Xs::new(gpu, dt, s.k, 1000 + si as u64)?;
         let ys = gpu.alloc(CALLS_PER_GRAPH * s.n.div_ceil(8) * 16)?;
@@ -336,7 +364,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 if let Some(st) = &lins[0].stream {
                     println!(
                         "  {:<8} {:<28} stream schedule: {} blocks/SM, {} partial slots per tile, ring {}",
-                        s.name, label, st.per_sm, st.maxnc, st.stages
+                        s.name, label, st.per_sm, st.maxnc, crate::linear::STREAM_STAGES
                     );
                 }
                 if lins[0].stream.is_some() && lins[0].schedule() == Schedule::Tiles {
@@ -398,19 +426,15 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     for &n_dec in &o.n_dec {
                         let mode = DecMode::Fused { k_chunk, n_dec };
                         let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, mode)?;
-                        let mut r = mk(format!("{label} + DEC fused"), s, us, bytes);
-                        r.slowdown = Some(us / base);
-                        r.k_chunk = Some(k_chunk);
-                        r.n_dec = Some(n_dec);
-                        r.residual_bytes = Some(rbytes);
-                        println!(
-                            "  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
-                            s.name,
+                        let r = dec_row(
+                            mk(format!("{label} + DEC fused"), s, us, bytes),
                             "+ DEC fused",
+                            28,
+                            "n_dec",
+                            base,
                             k_chunk,
                             n_dec,
-                            us,
-                            us / base
+                            Some(rbytes),
                         );
                         if best.as_ref().is_none_or(|b| r.us < b.us) {
                             best = Some(r.clone());
@@ -455,21 +479,16 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                             ("+ DEC, selection in a separate launch", with_sel),
                             ("+ DEC, selection by the producer of x", presel),
                         ] {
-                            let mut r = mk(format!("{label} {name}"), s, us, bytes);
-                            r.slowdown = Some(us / base);
-                            r.k_chunk = Some(k_chunk);
-                            r.n_dec = Some(n_dec);
-                            r.residual_bytes = Some(rbytes);
-                            println!(
-                                "  {:<8} {:<40} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
-                                s.name,
+                            rows.push(dec_row(
+                                mk(format!("{label} {name}"), s, us, bytes),
                                 name,
+                                40,
+                                "n_dec",
+                                base,
                                 k_chunk,
                                 n_dec,
-                                us,
-                                us / base
-                            );
-                            rows.push(r);
+                                Some(rbytes),
+                            ));
                         }
                         // ablation: the same kernel reading the residual from device memory
                         for l in lins.iter_mut() {
@@ -480,25 +499,21 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         for l in lins.iter_mut() {
                             l.residual_on_device(gpu, false)?;
                         }
-                        let mut r = mk(
-                            format!("{label} + DEC fused, residual in HBM (ablation)"),
-                            s,
-                            us,
-                            bytes,
-                        );
-                        r.slowdown = Some(us / base);
-                        r.k_chunk = Some(k_chunk);
-                        r.n_dec = Some(n_dec);
-                        println!(
-                            "  {:<8} {:<28} k_chunk {:>2} n_dec {:>3}: {:>8.2} us  x{:.3}",
-                            s.name,
+                        rows.push(dec_row(
+                            mk(
+                                format!("{label} + DEC fused, residual in HBM (ablation)"),
+                                s,
+                                us,
+                                bytes,
+                            ),
                             "+ DEC residual in HBM",
+                            28,
+                            "n_dec",
+                            base,
                             k_chunk,
                             n_dec,
-                            us,
-                            us / base
-                        );
-                        rows.push(r);
+                            None,
+                        ));
                         // phase stamps of one call (outside a graph)
                         lins[0].enable_stamps(gpu)?;
                         for _ in 0..3 {
@@ -548,19 +563,20 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                                 )
                             }) {
                                 Ok(us) => {
-                                    let mut r = mk(
-                                        format!("{label} + DEC coop (original structure)"),
-                                        s,
-                                        us,
-                                        bytes,
-                                    );
-                                    r.slowdown = Some(us / base);
-                                    r.k_chunk = Some(k_chunk);
-                                    r.n_dec = Some(n_tb);
-                                    r.residual_bytes = Some(rbytes);
-                                    println!(
-                                        "  {:<8} {:<28} k_chunk {:>2} n_tb  {:>3}: {:>8.2} us  x{:.3}",
-                                        s.name, "+ DEC coop", k_chunk, n_tb, us, us / base
+                                    let r = dec_row(
+                                        mk(
+                                            format!("{label} + DEC coop (original structure)"),
+                                            s,
+                                            us,
+                                            bytes,
+                                        ),
+                                        "+ DEC coop",
+                                        28,
+                                        "n_tb ",
+                                        base,
+                                        k_chunk,
+                                        n_tb,
+                                        Some(rbytes),
                                     );
                                     if bestc.as_ref().is_none_or(|b| r.us < b.us) {
                                         bestc = Some(r.clone());

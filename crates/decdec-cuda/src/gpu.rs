@@ -479,32 +479,20 @@ impl Gpu {
 
     /// Make `stream2` wait for the work queued so far on the main stream.
     pub fn fork(&self) -> Result<()> {
-        unsafe {
-            ck(
-                sys::cuEventRecord(self.ev_fork, self.stream),
-                "cuEventRecord",
-            )?;
-            ck(
-                sys::cuStreamWaitEvent(self.stream2, self.ev_fork, 0),
-                "cuStreamWaitEvent",
-            )?;
-        }
-        Ok(())
+        self.wait_for(self.stream2, self.stream, self.ev_fork)
     }
 
     /// Make the main stream wait for the work queued on `stream2`.
     pub fn join(&self) -> Result<()> {
+        self.wait_for(self.stream, self.stream2, self.ev_join)
+    }
+
+    /// `waiter` waits for the work queued so far on `on` (through event `ev`).
+    fn wait_for(&self, waiter: sys::CUstream, on: sys::CUstream, ev: sys::CUevent) -> Result<()> {
         unsafe {
-            ck(
-                sys::cuEventRecord(self.ev_join, self.stream2),
-                "cuEventRecord",
-            )?;
-            ck(
-                sys::cuStreamWaitEvent(self.stream, self.ev_join, 0),
-                "cuStreamWaitEvent",
-            )?;
+            ck(sys::cuEventRecord(ev, on), "cuEventRecord")?;
+            ck(sys::cuStreamWaitEvent(waiter, ev, 0), "cuStreamWaitEvent")
         }
-        Ok(())
     }
 
     /// Check for asynchronous kernel faults.

@@ -150,9 +150,10 @@ pub struct StreamState {
     pub maxnc: usize,
     /// resident GEMV blocks per SM (occupancy of the stream kernel)
     pub per_sm: u32,
-    /// cp.async ring depth
-    pub stages: usize,
 }
+
+/// cp.async ring depth of the stream-schedule kernels (`gemv_u*_g128_*_st3`).
+pub const STREAM_STAGES: usize = 3;
 
 pub struct GpuLinear {
     pub format: Format,
@@ -286,11 +287,10 @@ impl GpuLinear {
         if self.format != Format::Uniform || self.shape.group_size != 128 {
             return Ok(self);
         }
-        let stages = 3;
-        let smem = self.stream_smem(stages, 0);
+        let smem = self.stream_smem(0);
         let mut per_sm = u32::MAX;
         for dt in [Dtype::F16, Dtype::Bf16] {
-            let name = self.stream_kernel_name(dt, stages);
+            let name = self.stream_kernel_name(dt);
             per_sm = per_sm.min(gpu.blocks_per_sm(&name, NTHREADS, smem)?);
         }
         let (kc, tiles) = (self.shape.kc.max(1), self.shape.n_tiles);
@@ -305,7 +305,6 @@ impl GpuLinear {
             tile_cnt: gpu.alloc_zeroed(tiles * 4)?,
             maxnc,
             per_sm,
-            stages,
         });
         Ok(self)
     }
@@ -326,9 +325,9 @@ impl GpuLinear {
         }
     }
 
-    fn stream_kernel_name(&self, dt: Dtype, stages: usize) -> String {
+    fn stream_kernel_name(&self, dt: Dtype) -> String {
         format!(
-            "gemv_u{}_g{}_{}_st{stages}",
+            "gemv_u{}_g{}_{}_st{STREAM_STAGES}",
             self.shape.bits,
             self.shape.group_size,
             dt.suffix()
@@ -336,8 +335,8 @@ impl GpuLinear {
     }
 
     /// Shared memory of a stream-schedule launch (x, rings, reduction; or the DEC blocks' needs).
-    fn stream_smem(&self, stages: usize, dec_rows: usize) -> u32 {
-        let gemv = 8 * 16 * 4 + self.shape.kc * 256 * 2 + self.ring_bytes_for(stages);
+    fn stream_smem(&self, dec_rows: usize) -> u32 {
+        let gemv = 8 * 16 * 4 + self.shape.kc * 256 * 2 + self.ring_bytes_for(STREAM_STAGES);
         gemv.max(Self::dec_smem(dec_rows)) as u32
     }
 
@@ -573,14 +572,11 @@ impl GpuLinear {
         dec_rows: usize,
     ) -> (String, u32, u32) {
         match self.schedule() {
-            Schedule::Stream => {
-                let st = self.stream.as_ref().expect("stream schedule set up").stages;
-                (
-                    self.stream_kernel_name(dt, st),
-                    self.stream_blocks(gpu, n_dec),
-                    self.stream_smem(st, dec_rows),
-                )
-            }
+            Schedule::Stream => (
+                self.stream_kernel_name(dt),
+                self.stream_blocks(gpu, n_dec),
+                self.stream_smem(dec_rows),
+            ),
             Schedule::Tiles => (
                 self.kernel_name(dt),
                 self.shape.n_tiles.div_ceil(8 / split) as u32,
@@ -838,10 +834,9 @@ impl GpuLinear {
         }
         let split = self.split_for(gpu.sms);
         let g = self.gemv_args(x, y, OutMode::Store, split);
-        let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
+        let (_, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
         let name = match self.schedule() {
-            Schedule::Stream if name.ends_with("_st3") => format!("gemv_u3_g128_f16_{variant}_st3"),
-            Schedule::Stream => bail!("stream ablation kernels exist for a 3-stage ring only"),
+            Schedule::Stream => format!("gemv_u3_g128_f16_{variant}_st{STREAM_STAGES}"),
             Schedule::Tiles => format!(
                 "gemv_u3_g128_f16_{variant}{}",
                 if self.stages() == 2 { "_s2" } else { "" }
