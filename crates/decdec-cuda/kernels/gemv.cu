@@ -269,6 +269,8 @@ struct DecArgs {
     long long* dbg_t;     // optional: clock64 stamps of DEC block 0 / GEMV block 0 phases
     const float* x32;     // optional: the input in f32 (selection and activations as on the CPU)
     int presel;           // 1: sel_idx/sel_val were written by the kernel that produced x
+    float* dpart;         // design "spread": device [groups][n_slices * SLICE_COLS] unscaled partials
+    int groups;           // design "spread": row groups of NWARP selected rows (0: not spread)
 };
 
 struct GemvArgs {
@@ -296,6 +298,19 @@ __device__ __forceinline__ void store_out(const GemvArgs& g, int n, float v) {
     else reinterpret_cast<float*>(g.y)[n] = v;
 }
 
+// Parts of the compensation of one slice: one DEC block (fused) or one per row group (spread).
+__device__ __forceinline__ int dec_parts(const DecArgs& d) { return d.groups > 0 ? d.groups : 1; }
+
+// Compensation of output n once all parts of its slice arrived: spread sums its row groups in
+// group order and scales once, as fetch_slice does for its rows.
+__device__ __forceinline__ float compensation(const GemvArgs& g, const DecArgs& d, int n) {
+    if (d.groups == 0) return __ldcg(d.dvec + n);
+    const size_t stride = (size_t)((g.N + SLICE_COLS - 1) / SLICE_COLS) * SLICE_COLS;
+    float sum = 0.f;
+    for (int j = 0; j < d.groups; j++) sum += __ldcg(d.dpart + j * stride + n);
+    return sum * d.rscale[n];
+}
+
 // Slice s has all its parts (base tiles + compensation): the last arriver writes the outputs.
 template <typename T>
 __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int parts) {
@@ -303,7 +318,7 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
     __syncthreads();
     if (threadIdx.x == 0) {
         const int n_tiles = (g.N + TILE - 1) / TILE;
-        const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + 1;
+        const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + dec_parts(d);
         // release this block's writes (ordered before by the barrier), acquire the others'
         int old;
         asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(d.slice_cnt + s), "r"(parts) : "memory");
@@ -313,8 +328,130 @@ __device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int par
     __syncthreads();
     if (last) {
         const int n = s * SLICE_COLS + threadIdx.x;
-        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + __ldcg(d.dvec + n));
+        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + compensation(g, d, n));
     }
+}
+
+// ----------------------------------------------------------------------------------------------
+// DEC design "spread": the GEMV blocks gather the residual rows themselves. Every SM then issues
+// host reads (the zero-copy rate grows with the SMs reading, performance log experiment 19) and
+// no resident slot is taken from the GEMV. Unit u = (slice u / groups, row group u % groups):
+// warp w fetches selected row NWARP * group + w, lane l word l of the slice (8 outputs). The units
+// are spread evenly over the GEMV blocks in block order; a block reads its first DEC_PRE units
+// into registers as soon as the selection is visible and consumes them after its weight stream,
+// so the PCIe round trip hides behind the GEMV. Needs the selection made by the producer of x.
+// ----------------------------------------------------------------------------------------------
+#ifndef DEC_PRE
+#define DEC_PRE 2
+#endif
+#define DEC_PRE_N (DEC_PRE > 0 ? DEC_PRE : 1)
+// sm_90: the early reads go through the bulk-copy (TMA) engine into shared memory, completion on an
+// mbarrier. Plain loads of host memory that take a PCIe round trip were measured to hold up the
+// block's whole weight stream (experiment 22); the bulk copies leave the load pipeline free.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(SPREAD_LDG)
+#define SPREAD_TMA 1
+#else
+#define SPREAD_TMA 0
+#endif
+
+struct SpreadPlan {
+    int u0, nu;   // this block's units [u0, u0 + nu)
+    int W, ktot, n_slices;
+};
+
+__device__ __forceinline__ SpreadPlan spread_plan(const GemvArgs& g, const DecArgs& d, int bid, int nb) {
+    SpreadPlan p;
+    p.W = (g.N + 7) / 8;
+    p.n_slices = (p.W + SLICE_WORDS - 1) / SLICE_WORDS;
+    p.ktot = dec_total_rows(g.K, d.k_chunk);
+    const long long units = (long long)p.n_slices * d.groups;
+    p.u0 = (int)(bid * units / nb);
+    p.nu = (int)((bid + 1) * units / nb) - p.u0;
+    return p;
+}
+
+// This thread's residual word of unit u (code 8 = no contribution where the unit has no row).
+__device__ __forceinline__ u32 spread_load(const DecArgs& d, const SpreadPlan& p, int u) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int s = u / d.groups, i = (u % d.groups) * NWARP + warp, wcol = s * SLICE_WORDS + lane;
+    if (i >= p.ktot || wcol >= p.W) return 0x88888888u;
+    return d.res[(size_t)__ldcg(d.sel_idx + i) * p.W + wcol];
+}
+
+#if SPREAD_TMA
+// Bulk copies of the block's first units (rows of each unit's slice) into buf[j][warp][0..32),
+// completion counted in bytes on `bar` (phase 0). Needs 16-byte aligned rows: W % 4 == 0.
+__device__ void spread_tma_issue(const DecArgs& d, const SpreadPlan& p, u32 (*buf)[NWARP][32], u64* bar) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int npre = min(p.nu, DEC_PRE_N);
+    const u32 ba = (u32)__cvta_generic_to_shared(bar);
+    if (threadIdx.x == 0) {
+        u32 bytes = 0;
+        for (int j = 0; j < npre; j++) {
+            const int u = p.u0 + j, s = u / d.groups, grp = u % d.groups;
+            bytes += (u32)(min(NWARP, p.ktot - grp * NWARP) * min(SLICE_WORDS, p.W - s * SLICE_WORDS) * 4);
+        }
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(ba) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(ba), "r"(bytes) : "memory");
+    }
+    __syncthreads();
+    if (lane == 0) {
+        for (int j = 0; j < npre; j++) {
+            const int u = p.u0 + j, s = u / d.groups, i = (u % d.groups) * NWARP + warp;
+            if (i >= p.ktot) continue;
+            const u32 size = (u32)(min(SLICE_WORDS, p.W - s * SLICE_WORDS) * 4);
+            const u32* src = d.res + (size_t)__ldcg(d.sel_idx + i) * p.W + s * SLICE_WORDS;
+            const u32 da = (u32)__cvta_generic_to_shared(&buf[j][warp][0]);
+            asm volatile(
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(da),
+                "l"(src), "r"(size), "r"(ba)
+                : "memory");
+        }
+    }
+}
+
+__device__ __forceinline__ void spread_tma_wait(u64* bar) {
+    const u32 ba = (u32)__cvta_generic_to_shared(bar);
+    u32 done;
+    do {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(ba)
+            : "memory");
+    } while (!done);
+}
+
+// Unit j's word of this thread from the bulk-copied rows (code 8 where the unit has no row).
+__device__ __forceinline__ u32 spread_tma_word(const DecArgs& d, const SpreadPlan& p, u32 (*buf)[NWARP][32], int j) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int u = p.u0 + j, s = u / d.groups, i = (u % d.groups) * NWARP + warp;
+    return (i < p.ktot && s * SLICE_WORDS + lane < p.W) ? buf[j][warp][lane] : 0x88888888u;
+}
+#endif
+
+// Reduce unit u over the block's warps (fixed order), publish its unscaled partial, arrive.
+template <typename T>
+__device__ void spread_finish(const GemvArgs& g, const DecArgs& d, const SpreadPlan& p, int u, u32 rw,
+                              float* red) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int s = u / d.groups, grp = u % d.groups, i = grp * NWARP + warp;
+    const float xv = i < p.ktot ? __ldcg(d.sel_val + i) : 0.f;
+    float v[8];
+#pragma unroll
+    for (int t = 0; t < 8; t++) v[t] = xv * (float)((int)((rw >> (4 * t)) & 15u) - 8);
+    __syncthreads();  // red is free
+    float4* r4 = reinterpret_cast<float4*>(red + warp * SLICE_COLS + lane * 8);
+    r4[0] = make_float4(v[0], v[1], v[2], v[3]);
+    r4[1] = make_float4(v[4], v[5], v[6], v[7]);
+    __syncthreads();
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < NWARP; w++) sum += red[w * SLICE_COLS + threadIdx.x];
+    d.dpart[(size_t)grp * p.n_slices * SLICE_COLS + s * SLICE_COLS + threadIdx.x] = sum;
+    arrive_slice<T>(g, d, s, 1);
 }
 
 // Stage the GEMV input x (padded with zeros to whole chunks) in shared memory, once per block.
@@ -448,6 +585,26 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     for (int st = 0; st < ST - 1; st++) issue(split + st * S, st);
     // weights do not depend on the previous kernel of the step; x and the outputs do
     pdl_wait();
+    // spread DEC: this block's first residual reads go out now and land during the weight stream
+    const bool spread = d.groups > 0;
+    SpreadPlan sp;
+    u32 rpre[DEC_PRE_N];
+    bool tma = false;
+#if SPREAD_TMA
+    __shared__ __align__(128) u32 rbuf[DEC_PRE_N][NWARP][32];
+    __shared__ __align__(8) u64 rbar;
+#endif
+    if (spread) {
+        sp = spread_plan(g, d, bid, gridDim.x - d.n_dec);
+#if SPREAD_TMA
+        tma = DEC_PRE > 0 && (sp.W & 3) == 0;
+        if (tma) spread_tma_issue(d, sp, rbuf, &rbar);
+#endif
+        if (!tma) {
+#pragma unroll
+            for (int j = 0; j < DEC_PRE; j++) rpre[j] = j < sp.nu ? spread_load(d, sp, sp.u0 + j) : 0x88888888u;
+        }
+    }
     stage_x<T>(g, xs);
     __syncthreads();
     if (live) {
@@ -488,7 +645,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
         n = (bid * TPB + tl) * TILE + r;
         if (n >= g.N) n = -1;
     }
-    if (d.n_dec == 0) {
+    if (d.n_dec == 0 && !spread) {
         if (n >= 0) store_out<T>(g, n, sum);
         return;
     }
@@ -497,6 +654,33 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     const int first_tile = bid * TPB;
     const int tiles_here = min(TPB, n_tiles - first_tile);
     arrive_slice<T>(g, d, (first_tile * TILE) / SLICE_COLS, tiles_here);
+    if (spread) {
+        // the weight ring and x are no longer needed: their shared memory reduces the units
+        float* dred = smem + NWARP * TILE;
+#if SPREAD_TMA
+        if (tma && sp.nu > 0) spread_tma_wait(&rbar);
+#endif
+#pragma unroll
+        for (int j = 0; j < DEC_PRE; j++) {
+            if (j < sp.nu) {
+                u32 w = rpre[j];
+#if SPREAD_TMA
+                if (tma) w = spread_tma_word(d, sp, rbuf, j);
+#endif
+                spread_finish<T>(g, d, sp, sp.u0 + j, w, dred);
+            }
+        }
+        for (int j = DEC_PRE; j < sp.nu; j++) spread_finish<T>(g, d, sp, sp.u0 + j, spread_load(d, sp, sp.u0 + j), dred);
+#if SPREAD_TMA
+        if (tma) {
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                const u32 ba = (u32)__cvta_generic_to_shared(&rbar);
+                asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(ba) : "memory");
+            }
+        }
+#endif
+    }
 }
 
 template <typename T>
@@ -583,7 +767,7 @@ template <typename T>
 __device__ void arrive_slice_warp(const GemvArgs& g, const DecArgs& d, int s) {
     const int lane = threadIdx.x & 31;
     const int n_tiles = (g.N + TILE - 1) / TILE;
-    const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + 1;
+    const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + dec_parts(d);
     // the lanes' writes are ordered before lane 0's release by the warp barrier
     __syncwarp();
     int old = 0;
@@ -595,7 +779,7 @@ __device__ void arrive_slice_warp(const GemvArgs& g, const DecArgs& d, int s) {
     __syncwarp();
     for (int i = lane; i < SLICE_COLS; i += 32) {
         const int n = s * SLICE_COLS + i;
-        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + __ldcg(d.dvec + n));
+        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + compensation(g, d, n));
     }
 }
 
