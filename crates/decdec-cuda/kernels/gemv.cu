@@ -20,9 +20,12 @@
 //
 // DEC (design "fused"): the first n_dec blocks of the launch select the salient channels (every DEC
 // block computes the same deterministic selection, so no grid-wide sync is needed), gather their
-// residual rows from mapped pinned host memory, and publish f32 partial outputs per 256-column slice
-// with a flag; the GEMV blocks stream the weights meanwhile and only their epilogue waits for the flag
-// of their slice. Relies on lower block indices being dispatched first (as decoupled look-back does).
+// residual rows from mapped pinned host memory, and publish the f32 compensation of each output in
+// a per-output word that holds DEC_EMPTY between calls; the GEMV blocks stream the weights meanwhile
+// and only their epilogue waits for (and re-empties) the words of their own rows: one L2 round trip,
+// issued before the block's split-K reduction, instead of a counter + finalizer hand-off
+// (experiment 24). Relies on lower block indices being dispatched first (as decoupled look-back
+// does): a GEMV block only ever waits for DEC blocks, which wait for no GEMV block.
 
 #define TILE 16
 #define CHUNK 256
@@ -247,8 +250,29 @@ __device__ void fetch_slice(const u32* __restrict__ res, const float* __restrict
         float sum = 0.f;
 #pragma unroll
         for (int w = 0; w < NWARP; w++) sum += red[w * SLICE_COLS + threadIdx.x];
-        if (n < N) dvec[n] = sum * rscale[n];
+        if (n < N) __stcg(dvec + n, sum * rscale[n]);
     }
+}
+
+// The compensation word of an output between calls: a NaN bit pattern no arithmetic produces (the
+// GPU's NaN results are 0x7fffffff), so a written word is never mistaken for an empty one.
+#define DEC_EMPTY 0xffffffffu
+
+__device__ __forceinline__ float ld_relaxed(const float* p) {
+    float v;
+    asm volatile("ld.relaxed.gpu.global.f32 %0, [%1];\n" : "=f"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// The compensation of output n, first read `v` (issued early by the caller): wait until the DEC
+// block has written it, then leave the word empty for the next call.
+__device__ __forceinline__ float take_dvec(float* dvec, int n, float v) {
+    while (__float_as_uint(v) == DEC_EMPTY) {
+        __nanosleep(64);
+        v = ld_relaxed(dvec + n);
+    }
+    __stcg(dvec + n, __uint_as_float(DEC_EMPTY));
+    return v;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -257,9 +281,7 @@ __device__ void fetch_slice(const u32* __restrict__ res, const float* __restrict
 struct DecArgs {
     const u32* res;       // mapped pinned host memory: residual [K][W] (4-bit codes)
     const float* rscale;  // device: residual scales [N]
-    float* dvec;          // device scratch [N]: compensation
-    float* bvec;          // device scratch [N]: base GEMV result (fused design)
-    int* slice_cnt;       // device [n_slices], zero between calls: arrivals per slice
+    float* dvec;          // device [N]: compensation per output, DEC_EMPTY between calls
     int* sel_sync;        // device [2], zero between calls: chunks selected, DEC blocks past the wait
     int* sel_idx;         // device [>= rows]: selected channels (also the debug output)
     float* sel_val;       // device [>= rows]
@@ -269,8 +291,6 @@ struct DecArgs {
     long long* dbg_t;     // optional: clock64 stamps of DEC block 0 / GEMV block 0 phases
     const float* x32;     // optional: the input in f32 (selection and activations as on the CPU)
     int presel;           // 1: sel_idx/sel_val were written by the kernel that produced x
-    float* dpart;         // design "spread": device [groups][n_slices * SLICE_COLS] unscaled partials
-    int groups;           // design "spread": row groups of NWARP selected rows (0: not spread)
 };
 
 struct GemvArgs {
@@ -296,162 +316,6 @@ __device__ __forceinline__ void store_out(const GemvArgs& g, int n, float v) {
     if (g.out_mode == 0) reinterpret_cast<T*>(g.y)[n] = Dt<T>::from_f(v);
     else if (g.out_mode == 1) reinterpret_cast<float*>(g.y)[n] += v;
     else reinterpret_cast<float*>(g.y)[n] = v;
-}
-
-// Parts of the compensation of one slice: one DEC block (fused) or one per row group (spread).
-__device__ __forceinline__ int dec_parts(const DecArgs& d) { return d.groups > 0 ? d.groups : 1; }
-
-// Compensation of output n once all parts of its slice arrived: spread sums its row groups in
-// group order and scales once, as fetch_slice does for its rows.
-__device__ __forceinline__ float compensation(const GemvArgs& g, const DecArgs& d, int n) {
-    if (d.groups == 0) return __ldcg(d.dvec + n);
-    const size_t stride = (size_t)((g.N + SLICE_COLS - 1) / SLICE_COLS) * SLICE_COLS;
-    float sum = 0.f;
-    for (int j = 0; j < d.groups; j++) sum += __ldcg(d.dpart + j * stride + n);
-    return sum * d.rscale[n];
-}
-
-// Slice s has all its parts (base tiles + compensation): the last arriver writes the outputs.
-template <typename T>
-__device__ void arrive_slice(const GemvArgs& g, const DecArgs& d, int s, int parts) {
-    __shared__ int last;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const int n_tiles = (g.N + TILE - 1) / TILE;
-        const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + dec_parts(d);
-        // release this block's writes (ordered before by the barrier), acquire the others'
-        int old;
-        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(d.slice_cnt + s), "r"(parts) : "memory");
-        last = (old + parts == expect);
-        if (last) d.slice_cnt[s] = 0;
-    }
-    __syncthreads();
-    if (last) {
-        const int n = s * SLICE_COLS + threadIdx.x;
-        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + compensation(g, d, n));
-    }
-}
-
-// ----------------------------------------------------------------------------------------------
-// DEC design "spread": the GEMV blocks gather the residual rows themselves. Every SM then issues
-// host reads (the zero-copy rate grows with the SMs reading, performance log experiment 19) and
-// no resident slot is taken from the GEMV. Unit u = (slice u / groups, row group u % groups):
-// warp w fetches selected row NWARP * group + w, lane l word l of the slice (8 outputs). The units
-// are spread evenly over the GEMV blocks in block order; a block reads its first DEC_PRE units
-// into registers as soon as the selection is visible and consumes them after its weight stream,
-// so the PCIe round trip hides behind the GEMV. Needs the selection made by the producer of x.
-// ----------------------------------------------------------------------------------------------
-#ifndef DEC_PRE
-#define DEC_PRE 2
-#endif
-#define DEC_PRE_N (DEC_PRE > 0 ? DEC_PRE : 1)
-// sm_90: the early reads go through the bulk-copy (TMA) engine into shared memory, completion on an
-// mbarrier. Plain loads of host memory that take a PCIe round trip were measured to hold up the
-// block's whole weight stream (experiment 22); the bulk copies leave the load pipeline free.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(SPREAD_LDG)
-#define SPREAD_TMA 1
-#else
-#define SPREAD_TMA 0
-#endif
-
-struct SpreadPlan {
-    int u0, nu;   // this block's units [u0, u0 + nu)
-    int W, ktot, n_slices;
-};
-
-__device__ __forceinline__ SpreadPlan spread_plan(const GemvArgs& g, const DecArgs& d, int bid, int nb) {
-    SpreadPlan p;
-    p.W = (g.N + 7) / 8;
-    p.n_slices = (p.W + SLICE_WORDS - 1) / SLICE_WORDS;
-    p.ktot = dec_total_rows(g.K, d.k_chunk);
-    const long long units = (long long)p.n_slices * d.groups;
-    p.u0 = (int)(bid * units / nb);
-    p.nu = (int)((bid + 1) * units / nb) - p.u0;
-    return p;
-}
-
-// This thread's residual word of unit u (code 8 = no contribution where the unit has no row).
-__device__ __forceinline__ u32 spread_load(const DecArgs& d, const SpreadPlan& p, int u) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int s = u / d.groups, i = (u % d.groups) * NWARP + warp, wcol = s * SLICE_WORDS + lane;
-    if (i >= p.ktot || wcol >= p.W) return 0x88888888u;
-    return d.res[(size_t)__ldcg(d.sel_idx + i) * p.W + wcol];
-}
-
-#if SPREAD_TMA
-// Bulk copies of the block's first units (rows of each unit's slice) into buf[j][warp][0..32),
-// completion counted in bytes on `bar` (phase 0). Needs 16-byte aligned rows: W % 4 == 0.
-__device__ void spread_tma_issue(const DecArgs& d, const SpreadPlan& p, u32 (*buf)[NWARP][32], u64* bar) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int npre = min(p.nu, DEC_PRE_N);
-    const u32 ba = (u32)__cvta_generic_to_shared(bar);
-    if (threadIdx.x == 0) {
-        u32 bytes = 0;
-        for (int j = 0; j < npre; j++) {
-            const int u = p.u0 + j, s = u / d.groups, grp = u % d.groups;
-            bytes += (u32)(min(NWARP, p.ktot - grp * NWARP) * min(SLICE_WORDS, p.W - s * SLICE_WORDS) * 4);
-        }
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(ba) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(ba), "r"(bytes) : "memory");
-    }
-    __syncthreads();
-    if (lane == 0) {
-        for (int j = 0; j < npre; j++) {
-            const int u = p.u0 + j, s = u / d.groups, i = (u % d.groups) * NWARP + warp;
-            if (i >= p.ktot) continue;
-            const u32 size = (u32)(min(SLICE_WORDS, p.W - s * SLICE_WORDS) * 4);
-            const u32* src = d.res + (size_t)__ldcg(d.sel_idx + i) * p.W + s * SLICE_WORDS;
-            const u32 da = (u32)__cvta_generic_to_shared(&buf[j][warp][0]);
-            asm volatile(
-                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(da),
-                "l"(src), "r"(size), "r"(ba)
-                : "memory");
-        }
-    }
-}
-
-__device__ __forceinline__ void spread_tma_wait(u64* bar) {
-    const u32 ba = (u32)__cvta_generic_to_shared(bar);
-    u32 done;
-    do {
-        asm volatile(
-            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(ba)
-            : "memory");
-    } while (!done);
-}
-
-// Unit j's word of this thread from the bulk-copied rows (code 8 where the unit has no row).
-__device__ __forceinline__ u32 spread_tma_word(const DecArgs& d, const SpreadPlan& p, u32 (*buf)[NWARP][32], int j) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int u = p.u0 + j, s = u / d.groups, i = (u % d.groups) * NWARP + warp;
-    return (i < p.ktot && s * SLICE_WORDS + lane < p.W) ? buf[j][warp][lane] : 0x88888888u;
-}
-#endif
-
-// Reduce unit u over the block's warps (fixed order), publish its unscaled partial, arrive.
-template <typename T>
-__device__ void spread_finish(const GemvArgs& g, const DecArgs& d, const SpreadPlan& p, int u, u32 rw,
-                              float* red) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int s = u / d.groups, grp = u % d.groups, i = grp * NWARP + warp;
-    const float xv = i < p.ktot ? __ldcg(d.sel_val + i) : 0.f;
-    float v[8];
-#pragma unroll
-    for (int t = 0; t < 8; t++) v[t] = xv * (float)((int)((rw >> (4 * t)) & 15u) - 8);
-    __syncthreads();  // red is free
-    float4* r4 = reinterpret_cast<float4*>(red + warp * SLICE_COLS + lane * 8);
-    r4[0] = make_float4(v[0], v[1], v[2], v[3]);
-    r4[1] = make_float4(v[4], v[5], v[6], v[7]);
-    __syncthreads();
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < NWARP; w++) sum += red[w * SLICE_COLS + threadIdx.x];
-    d.dpart[(size_t)grp * p.n_slices * SLICE_COLS + s * SLICE_COLS + threadIdx.x] = sum;
-    arrive_slice<T>(g, d, s, 1);
 }
 
 // Stage the GEMV input x (padded with zeros to whole chunks) in shared memory, once per block.
@@ -585,26 +449,6 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     for (int st = 0; st < ST - 1; st++) issue(split + st * S, st);
     // weights do not depend on the previous kernel of the step; x and the outputs do
     pdl_wait();
-    // spread DEC: this block's first residual reads go out now and land during the weight stream
-    const bool spread = d.groups > 0;
-    SpreadPlan sp;
-    u32 rpre[DEC_PRE_N];
-    bool tma = false;
-#if SPREAD_TMA
-    __shared__ __align__(128) u32 rbuf[DEC_PRE_N][NWARP][32];
-    __shared__ __align__(8) u64 rbar;
-#endif
-    if (spread) {
-        sp = spread_plan(g, d, bid, gridDim.x - d.n_dec);
-#if SPREAD_TMA
-        tma = DEC_PRE > 0 && (sp.W & 3) == 0;
-        if (tma) spread_tma_issue(d, sp, rbuf, &rbar);
-#endif
-        if (!tma) {
-#pragma unroll
-            for (int j = 0; j < DEC_PRE; j++) rpre[j] = j < sp.nu ? spread_load(d, sp, sp.u0 + j) : 0x88888888u;
-        }
-    }
     stage_x<T>(g, xs);
     __syncthreads();
     if (live) {
@@ -627,6 +471,10 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     cp_async_wait<0>();
     // the weights are streamed: let the next kernel of the step start its prologue during our tail
     pdl_launch_dependents();
+    // DEC: the first read of this thread's compensation word overlaps the reduction below
+    const int n_mine = bid * TPB * TILE + threadIdx.x;
+    const bool dec_mine = d.n_dec > 0 && threadIdx.x < TPB * TILE && n_mine < g.N;
+    float dv = dec_mine ? ld_relaxed(d.dvec + n_mine) : 0.f;
     if constexpr (LUT) {
         acc_g = cl[0][0] + cl[1][0];
         acc_8 = cl[0][2] + cl[1][2];
@@ -645,42 +493,9 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
         n = (bid * TPB + tl) * TILE + r;
         if (n >= g.N) n = -1;
     }
-    if (d.n_dec == 0 && !spread) {
-        if (n >= 0) store_out<T>(g, n, sum);
-        return;
-    }
-    // DEC: publish the base result; the last part of the slice writes the outputs
-    if (n >= 0) d.bvec[n] = sum;
-    const int first_tile = bid * TPB;
-    const int tiles_here = min(TPB, n_tiles - first_tile);
-    arrive_slice<T>(g, d, (first_tile * TILE) / SLICE_COLS, tiles_here);
-    if (spread) {
-        // the weight ring and x are no longer needed: their shared memory reduces the units
-        float* dred = smem + NWARP * TILE;
-#if SPREAD_TMA
-        if (tma && sp.nu > 0) spread_tma_wait(&rbar);
-#endif
-#pragma unroll
-        for (int j = 0; j < DEC_PRE; j++) {
-            if (j < sp.nu) {
-                u32 w = rpre[j];
-#if SPREAD_TMA
-                if (tma) w = spread_tma_word(d, sp, rbuf, j);
-#endif
-                spread_finish<T>(g, d, sp, sp.u0 + j, w, dred);
-            }
-        }
-        for (int j = DEC_PRE; j < sp.nu; j++) spread_finish<T>(g, d, sp, sp.u0 + j, spread_load(d, sp, sp.u0 + j), dred);
-#if SPREAD_TMA
-        if (tma) {
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                const u32 ba = (u32)__cvta_generic_to_shared(&rbar);
-                asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(ba) : "memory");
-            }
-        }
-#endif
-    }
+    // (n == n_mine where n >= 0)
+    if (dec_mine) sum += take_dvec(d.dvec, n_mine, dv);
+    if (n >= 0) store_out<T>(g, n, sum);
 }
 
 template <typename T>
@@ -732,7 +547,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     for (int s = blockIdx.x; s < n_slices; s += d.n_dec) {
         fetch_slice(d.res, d.rscale, g.N, W, s, sidx, sval, ktot, smem, d.dvec);
         if (stamp && s == 0) d.dbg_t[3] = clock64();
-        arrive_slice<T>(g, d, s, 1);
+        __syncthreads();  // smem reused by the next slice
         if (stamp && s == 0) d.dbg_t[4] = clock64();
     }
 }
@@ -760,28 +575,6 @@ __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
 // instead of queueing GEMV blocks behind them. A tile whose chunks span several warps is reduced
 // by the last of them to finish, from per-warp partials summed in warp order (deterministic).
 // ----------------------------------------------------------------------------------------------
-
-// The outputs of slice s are complete when its last part (a tile or the DEC block) has arrived:
-// warp-level twin of arrive_slice for the stream schedule, where warps finish tiles independently.
-template <typename T>
-__device__ void arrive_slice_warp(const GemvArgs& g, const DecArgs& d, int s) {
-    const int lane = threadIdx.x & 31;
-    const int n_tiles = (g.N + TILE - 1) / TILE;
-    const int expect = min(SLICE_COLS / TILE, n_tiles - s * (SLICE_COLS / TILE)) + dec_parts(d);
-    // the lanes' writes are ordered before lane 0's release by the warp barrier
-    __syncwarp();
-    int old = 0;
-    if (lane == 0)
-        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(d.slice_cnt + s) : "memory");
-    old = __shfl_sync(0xffffffffu, old, 0);
-    if (old + 1 != expect) return;
-    if (lane == 0) d.slice_cnt[s] = 0;
-    __syncwarp();
-    for (int i = lane; i < SLICE_COLS; i += 32) {
-        const int n = s * SLICE_COLS + i;
-        if (n < g.N) store_out<T>(g, n, __ldcg(d.bvec + n) + compensation(g, d, n));
-    }
-}
 
 // Warp `gw` (of W) finished its part of tile t (acc_g / acc_8 in the lanes with tq == 0).
 // `whole`: it covered every chunk of the tile, so no cross-warp reduction is needed.
@@ -829,13 +622,10 @@ __device__ void stream_flush(const GemvArgs& g, const DecArgs& d, int t, bool wh
         }
     }
     const int n = t * TILE + lane;
-    const bool ok = lane < TILE && n < g.N;
-    if (d.n_dec == 0) {
-        if (ok) store_out<T>(g, n, v);
-        return;
+    if (lane < TILE && n < g.N) {
+        if (d.n_dec > 0) v += take_dvec(d.dvec, n, ld_relaxed(d.dvec + n));
+        store_out<T>(g, n, v);
     }
-    if (ok) d.bvec[n] = v;
-    arrive_slice_warp<T>(g, d, (t * TILE) / SLICE_COLS);
 }
 
 // MODE (ablation only): 0 normal, 1 loads only, 2 compute only. `nb` GEMV blocks, this is `gb`.
@@ -1064,14 +854,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS)
     dec_coop<__nv_bfloat16>(x, N, K, d, bar);
 }
 
-template <typename T> __device__ void add_dvec(T* y, const float* dvec, int N) {
+// (leaves the words empty for the fused design's hand-off)
+template <typename T> __device__ void add_dvec(T* y, float* dvec, int N) {
     pdl_launch_dependents();
     pdl_wait();
     int n = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n < N) y[n] = Dt<T>::from_f(Dt<T>::to_f(y[n]) + dvec[n]);
+    if (n < N) {
+        y[n] = Dt<T>::from_f(Dt<T>::to_f(y[n]) + dvec[n]);
+        dvec[n] = __uint_as_float(DEC_EMPTY);
+    }
 }
-extern "C" __global__ void add_dvec_f16(__half* y, const float* dvec, int N) { add_dvec(y, dvec, N); }
-extern "C" __global__ void add_dvec_bf16(__nv_bfloat16* y, const float* dvec, int N) { add_dvec(y, dvec, N); }
+extern "C" __global__ void add_dvec_f16(__half* y, float* dvec, int N) { add_dvec(y, dvec, N); }
+extern "C" __global__ void add_dvec_bf16(__nv_bfloat16* y, float* dvec, int N) { add_dvec(y, dvec, N); }
 
 // ----------------------------------------------------------------------------------------------
 // Producers that select where x is made (the decode step): one block per 1024-channel chunk

@@ -475,12 +475,9 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                             )
                         })?;
                         let presel = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, mode)?;
-                        let spread_mode = DecMode::Spread { k_chunk, n_dec };
-                        let spread = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, spread_mode)?;
                         for (name, us) in [
                             ("+ DEC, selection in a separate launch", with_sel),
                             ("+ DEC, selection by the producer of x", presel),
-                            ("+ DEC spread, selection by the producer", spread),
                         ] {
                             rows.push(dec_row(
                                 mk(format!("{label} {name}"), s, us, bytes),

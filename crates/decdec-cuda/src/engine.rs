@@ -155,12 +155,6 @@ fn sel_in_gemv(group: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `DECDEC_DEC_DESIGN=spread`: compensate with the "spread" design (the GEMV blocks gather the
-/// residual slices; performance log experiment 22: slower) instead of extra DEC blocks.
-fn spread_requested() -> bool {
-    std::env::var("DECDEC_DEC_DESIGN").is_ok_and(|v| v == "spread")
-}
-
 /// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step (timing
 /// ablation only: the results are wrong; never set outside `bench decode`).
 fn ablate_skip(what: &str) -> bool {
@@ -579,12 +573,7 @@ impl CudaEngine {
         match &p.kind {
             ProjKind::Quant(lin) => {
                 let mode = if self.dec_enabled && p.k_chunk > 0 && lin.dec.is_some() {
-                    if presel && spread_requested() {
-                        DecMode::Spread {
-                            k_chunk: p.k_chunk,
-                            n_dec: self.opts.n_dec,
-                        }
-                    } else if presel {
+                    if presel {
                         DecMode::FusedPresel {
                             k_chunk: p.k_chunk,
                             n_dec: self.opts.n_dec,

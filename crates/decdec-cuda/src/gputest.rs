@@ -529,21 +529,8 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 }
             }
             // selection made by the producer kernels (rmsnorm_sel / silu_sel), then the GEMV with
-            // DEC blocks that only fetch (fused) or with the gather spread over its own blocks
-            // (spread; at k_chunk 32 > SPREAD_MAX_K_CHUNK it falls back to fused)
-            for (producer, k_chunk, design) in [
-                ("rmsnorm_sel", 8usize, "fused"),
-                ("rmsnorm_sel", 4, "spread"),
-                ("rmsnorm_sel", 8, "spread"),
-                ("silu_sel", 16, "spread"),
-                ("silu_sel", 32, "fused"),
-                ("silu_sel", 32, "spread"),
-            ] {
-                let mode = if design == "spread" {
-                    DecMode::Spread { k_chunk, n_dec: 16 }
-                } else {
-                    DecMode::FusedPresel { k_chunk, n_dec: 16 }
-                };
+            // DEC blocks that only fetch
+            for (producer, k_chunk) in [("rmsnorm_sel", 8usize), ("silu_sel", 32)] {
                 let sa: SelArgs = lin.sel_args(k_chunk).expect("rows at this k_chunk");
                 let xb = gpu.alloc(k.div_ceil(8) * 16 + 16)?;
                 let x32 = gpu.alloc(k * 4)?;
@@ -580,7 +567,15 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 }
                 let y = gpu.alloc(n * 2 + 16)?;
                 gpu.memset(&y, 0xff)?;
-                lin.forward_x32(gpu, dt, xb.ptr, x32.ptr, y.ptr, OutMode::Store, mode)?;
+                lin.forward_x32(
+                    gpu,
+                    dt,
+                    xb.ptr,
+                    x32.ptr,
+                    y.ptr,
+                    OutMode::Store,
+                    DecMode::FusedPresel { k_chunk, n_dec: 16 },
+                )?;
                 gpu.check()?;
                 let xr = read_act(gpu, dt, &xb, k)?;
                 let xv: Vec<f32> = gpu.read(&x32)?;
@@ -593,7 +588,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 let got = read_act(gpu, dt, &y, n)?;
                 rep.add(
                     format!(
-                        "dec {design} selected by {producer} k_chunk={k_chunk} {k}x{n} {}",
+                        "dec selected by {producer} k_chunk={k_chunk} {k}x{n} {}",
                         dt.suffix()
                     ),
                     rel_err(&got, &want),
@@ -648,70 +643,6 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                 ),
                 worst,
                 tol(dt),
-            );
-            // spread: selection by a producer launch in the same graph, partials and arrival
-            // counters reused across replays
-            let sa = lin.sel_args(k_chunk).expect("rows at this k_chunk");
-            let (nchunks, ki) = (k.div_ceil(1024) as u32, k as i32);
-            let graph = gpu.capture(|| {
-                unsafe {
-                    gpu.launch(
-                        &format!("select_only_{}", dt.suffix()),
-                        nchunks,
-                        256,
-                        0,
-                        kargs![&xb.ptr, &ki, &sa],
-                    )?
-                };
-                lin.forward(
-                    gpu,
-                    dt,
-                    xb.ptr,
-                    y.ptr,
-                    OutMode::Store,
-                    DecMode::Spread { k_chunk, n_dec: 16 },
-                )
-            })?;
-            let mut worst = 0f64;
-            let mut first: Option<Vec<f32>> = None;
-            let mut same = true;
-            for rep_i in 0..4 {
-                // replays 0 and 1 see the same input: the results must be bit-identical
-                if rep_i != 1 {
-                    let xs: Vec<f32> = (0..k).map(|_| randn(&mut rng)).collect();
-                    let bits: Vec<u16> = xs.iter().map(|&v| dt.to_bits(v)).collect();
-                    gpu.write(&xb, 0, &bits)?;
-                }
-                let xr = read_act(gpu, dt, &xb, k)?;
-                gpu.memset(&y, 0xff)?;
-                gpu.replay(&graph)?;
-                gpu.check()?;
-                let mut want = vec![0f32; n];
-                q.gemv(&xr, &mut want);
-                let mut rows = Vec::new();
-                selection::select_bucket(&xr, &th, k_chunk, &mut rows);
-                let acts: Vec<f32> = rows.iter().map(|&r| xr[r as usize]).collect();
-                res.add_rows(&rows, &acts, &mut want);
-                let got = read_act(gpu, dt, &y, n)?;
-                worst = worst.max(rel_err(&got, &want));
-                match rep_i {
-                    0 => first = Some(got),
-                    1 => same = first.as_ref() == Some(&got),
-                    _ => {}
-                }
-            }
-            rep.add(
-                format!(
-                    "dec spread in a CUDA graph, 4 replays {k}x{n} {}",
-                    dt.suffix()
-                ),
-                worst,
-                tol(dt),
-            );
-            rep.add(
-                format!("dec spread rerun bit-identical {k}x{n} {}", dt.suffix()),
-                if same { 0.0 } else { 1.0 },
-                0.0,
             );
         }
     }

@@ -45,8 +45,6 @@ pub struct DecArgs {
     pub res: u64,
     pub rscale: u64,
     pub dvec: u64,
-    pub bvec: u64,
-    pub slice_cnt: u64,
     pub sel_sync: u64,
     pub sel_idx: u64,
     pub sel_val: u64,
@@ -57,10 +55,6 @@ pub struct DecArgs {
     pub dbg_t: u64,
     pub x32: u64,
     pub presel: i32,
-    /// design "spread": unscaled partials [groups][n_slices * 256] (f32)
-    pub dpart: u64,
-    /// design "spread": row groups of 8 selected rows (0: another design)
-    pub groups: i32,
 }
 
 /// Selection request handed to a producer kernel (`rmsnorm_sel`, `silu_sel`, `select_only`);
@@ -96,9 +90,9 @@ pub enum Format {
 pub struct DecStore {
     pub host: HostMapped,
     pub rscale: DevBuf,
+    /// compensation per output, handed from the DEC blocks to the GEMV blocks; all-ones
+    /// ("empty") between calls
     pub dvec: DevBuf,
-    pub bvec: DevBuf,
-    pub slice_cnt: DevBuf,
     pub sel_sync: DevBuf,
     /// selected channels / activations of the last call (chunk-major, ascending within a chunk)
     pub sel_idx: DevBuf,
@@ -109,9 +103,6 @@ pub struct DecStore {
     pub res_dev: Option<DevBuf>,
     /// phase timestamps (clock64) of the fused kernel, when enabled
     pub dbg_t: Option<DevBuf>,
-    /// design "spread": partial compensation per row group, [spread_groups][n_slices * 256] f32
-    pub dpart: DevBuf,
-    pub spread_groups: usize,
     /// calibrated thresholds, length K (non-increasing)
     pub thresholds: Vec<f32>,
     pub words_per_row: usize,
@@ -133,11 +124,6 @@ pub enum DecMode {
     /// As `Fused`, but the kernel that produced x already wrote the selection ([`GpuLinear::sel_args`]):
     /// the DEC blocks start fetching at once.
     FusedPresel { k_chunk: usize, n_dec: usize },
-    /// The selection was written by the producer of x ([`GpuLinear::sel_args`]) and the GEMV
-    /// blocks themselves gather the residual rows, spread evenly over all of them: no extra
-    /// blocks, every SM reading the host memory. Past [`SPREAD_MAX_K_CHUNK`] it runs as
-    /// `FusedPresel` with `n_dec` DEC blocks.
-    Spread { k_chunk: usize, n_dec: usize },
     /// The original's structure: a cooperative select / grid-sync / fetch kernel on a second stream
     /// concurrent with the GEMV, then an add kernel (`n_tb` blocks).
     Coop { k_chunk: usize, n_tb: usize },
@@ -196,15 +182,6 @@ pub fn wave_fit_n_dec(blocks: usize, resident: usize, n_dec: usize) -> usize {
     } else {
         n_dec
     }
-}
-
-/// Largest k_chunk the spread design's partial buffers are sized for (per linear:
-/// ceil(rows / 8) x N f32; Llama-3-8B: 1.7 MB per layer).
-pub const SPREAD_MAX_K_CHUNK: usize = 16;
-
-/// Row groups of the spread design: one selected row per warp of 8.
-pub fn spread_groups(k: usize, k_chunk: usize) -> usize {
-    dec_total_rows(k, k_chunk).div_ceil(8)
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -445,18 +422,15 @@ impl GpuLinear {
         thresholds: Vec<f32>,
     ) -> Result<()> {
         let n = self.shape.n;
-        let ns = DecStore::n_slices(n);
         let max_rows = dec_total_rows(self.shape.k, 1024).max(1);
         let padded = n.div_ceil(SLICE_COLS) * SLICE_COLS * 4;
-        let groups = spread_groups(self.shape.k, SPREAD_MAX_K_CHUNK).max(1);
+        // every compensation word starts empty (DEC_EMPTY = all ones, gemv.cu)
+        let dvec = gpu.alloc(padded)?;
+        gpu.memset(&dvec, 0xff)?;
         self.dec = Some(DecStore {
-            dpart: gpu.alloc_zeroed(groups * padded)?,
-            spread_groups: groups,
             host,
             rscale,
-            dvec: gpu.alloc_zeroed(padded)?,
-            bvec: gpu.alloc_zeroed(padded)?,
-            slice_cnt: gpu.alloc_zeroed(ns * 4)?,
+            dvec,
             sel_sync: gpu.alloc_zeroed(16)?,
             sel_idx: gpu.alloc_zeroed(max_rows * 4)?,
             sel_val: gpu.alloc_zeroed(max_rows * 4)?,
@@ -683,12 +657,8 @@ impl GpuLinear {
             dbg_t: d.dbg_t.as_ref().map(|b| b.ptr).unwrap_or(0),
             x32: 0,
             presel: 0,
-            dpart: 0,
-            groups: 0,
             rscale: d.rscale.ptr,
             dvec: d.dvec.ptr,
-            bvec: d.bvec.ptr,
-            slice_cnt: d.slice_cnt.ptr,
             sel_sync: d.sel_sync.ptr,
             sel_idx: d.sel_idx.ptr,
             sel_val: d.sel_val.ptr,
@@ -796,38 +766,6 @@ impl GpuLinear {
                 };
                 let grid = blocks + d.n_dec as u32;
                 unsafe { gpu.launch(&name, grid, NTHREADS, smem, kargs![&g, &d]) }
-            }
-            DecMode::Spread { k_chunk, n_dec } => {
-                let groups = spread_groups(self.shape.k, k_chunk);
-                let d = self.dec_args(k_chunk, 1)?;
-                if d.k_chunk == 0 {
-                    return self.forward_x32(gpu, dt, x, x32, y, out, DecMode::Off);
-                }
-                let store = self.dec.as_ref().expect("dec_args checked");
-                if groups > store.spread_groups {
-                    let mode = DecMode::FusedPresel { k_chunk, n_dec };
-                    return self.forward_x32(gpu, dt, x, x32, y, out, mode);
-                }
-                let d = DecArgs {
-                    x32,
-                    presel: 1,
-                    n_dec: 0,
-                    dpart: store.dpart.ptr,
-                    groups: groups as i32,
-                    ..d
-                };
-                // the tile schedule only; the units are reduced in the freed ring memory (8 KB)
-                let smem = self.smem_bytes(0).max((8 * 16 + 8 * SLICE_COLS) as u32 * 4);
-                let blocks = self.shape.n_tiles.div_ceil(8 / split) as u32;
-                unsafe {
-                    gpu.launch(
-                        &self.kernel_name(dt),
-                        blocks,
-                        NTHREADS,
-                        smem,
-                        kargs![&g, &d],
-                    )
-                }
             }
             DecMode::Coop { k_chunk, n_tb } => {
                 let rows = dec_total_rows(self.shape.k, k_chunk);
