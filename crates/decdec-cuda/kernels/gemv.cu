@@ -541,7 +541,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
             d.sel_sync[1] = 0;
         }
     }
-    // 3. gather slices and hand them to the finalizer
+    // 3. gather slices; each output's compensation goes to its word for the GEMV thread that owns it
     const int W = (g.N + 7) / 8;
     const int n_slices = (W + SLICE_WORDS - 1) / SLICE_WORDS;
     for (int s = blockIdx.x; s < n_slices; s += d.n_dec) {
