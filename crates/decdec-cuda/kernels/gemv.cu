@@ -899,12 +899,7 @@ __device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32
             if (out32) out32[lo + e] = v[i];
         }
     }
-    if (sa.sel_idx != nullptr) {
-        const int kc = (sa.k_chunk * size) / 1024;
-        if (kc > 0)
-            select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + blockIdx.x * sa.k_chunk,
-                              sa.sel_val + blockIdx.x * sa.k_chunk, sh);
-    }
+    select_chunk_for(sa, v, blockIdx.x, size, sh);
 }
 extern "C" __global__ void __launch_bounds__(NTHREADS) rmsnorm_sel_f16(const float* h, const float* w, __half* out, float* o32, int d, float eps, SelArgs sa) { rmsnorm_sel(h, w, out, o32, d, eps, sa); }
 extern "C" __global__ void __launch_bounds__(NTHREADS) rmsnorm_sel_bf16(const float* h, const float* w, __nv_bfloat16* out, float* o32, int d, float eps, SelArgs sa) { rmsnorm_sel(h, w, out, o32, d, eps, sa); }
@@ -927,12 +922,7 @@ __device__ void silu_sel(const T* gu, T* out, float* out32, int f, SelArgs sa) {
             if (out32) out32[lo + e] = v[i];
         }
     }
-    if (sa.sel_idx != nullptr) {
-        const int kc = (sa.k_chunk * size) / 1024;
-        if (kc > 0)
-            select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + blockIdx.x * sa.k_chunk,
-                              sa.sel_val + blockIdx.x * sa.k_chunk, sh);
-    }
+    select_chunk_for(sa, v, blockIdx.x, size, sh);
 }
 extern "C" __global__ void __launch_bounds__(NTHREADS) silu_sel_f16(const __half* gu, __half* out, float* o32, int f, SelArgs sa) { silu_sel(gu, out, o32, f, sa); }
 extern "C" __global__ void __launch_bounds__(NTHREADS) silu_sel_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, float* o32, int f, SelArgs sa) { silu_sel(gu, out, o32, f, sa); }

@@ -300,8 +300,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
                 const int e = 4 * threadIdx.x + i;
                 v[i] = e < size ? __ldcg(out32 + lo + e) : 0.f;
             }
-            const int kc = (sa.k_chunk * size) / 1024;
-            if (kc > 0) select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + c * sa.k_chunk, sa.sel_val + c * sa.k_chunk, ssh);
+            select_chunk_for(sa, v, c, size, ssh);
         }
     }
 }

@@ -53,6 +53,15 @@ __device__ __forceinline__ int block_excl_scan(int v, int* sh, int& total) {
 __device__ void select_chunk_vals(const float* v, int lo, int size, int kc, float a, float b, int* gidx, float* gval,
                                   int* sh, long long* st = nullptr);
 
+// A producer's share of a selection request: chunk c (channels [1024 c, 1024 c + size)) of the
+// consumer's selection, from this thread's 4 values `v`; nothing when the request is empty or the
+// chunk's budget rounds to zero.
+__device__ __forceinline__ void select_chunk_for(const SelArgs& sa, const float* v, int c, int size, int* sh) {
+    const int kc = (sa.k_chunk * size) / 1024;
+    if (sa.sel_idx != nullptr && kc > 0)
+        select_chunk_vals(v, c * 1024, size, kc, sa.a, sa.b, sa.sel_idx + c * sa.k_chunk, sa.sel_val + c * sa.k_chunk, sh);
+}
+
 template <typename T>
 __device__ void select_chunk_block(const T* __restrict__ x, const float* __restrict__ x32, int lo, int size, int kc,
                                    float a, float b, int* gidx, float* gval, int* sh, long long* st = nullptr) {
