@@ -202,6 +202,16 @@ fn uref(q: &UniformQuant) -> UniformRef<'_> {
     }
 }
 
+fn lref(q: &LutQuant) -> LutRef<'_> {
+    LutRef {
+        bits: q.bits,
+        n: q.n,
+        k: q.k,
+        qweight: &q.qweight,
+        lut: &q.lut,
+    }
+}
+
 fn rref(r: &Residual) -> ResidualRef<'_> {
     ResidualRef {
         bits: r.bits,
@@ -414,16 +424,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
         for bits in [3u32, 4] {
             for dt in dts {
                 let q = random_lut(&mut rng, bits, n, k)?;
-                let lin = GpuLinear::from_lut(
-                    gpu,
-                    &LutRef {
-                        bits,
-                        n,
-                        k,
-                        qweight: &q.qweight,
-                        lut: &q.lut,
-                    },
-                )?;
+                let lin = GpuLinear::from_lut(gpu, &lref(&q))?;
                 let label = format!("gemv LUT {bits}-bit {k}x{n} {}", dt.suffix());
                 check_gemv(gpu, &mut rep, &mut rng, &lin, dt, (k, n), label, |x, y| {
                     q.gemv(x, y)
@@ -438,16 +439,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             for dt in dts {
                 let (lin, twin): (GpuLinear, Box<CpuGemv>) = if lut {
                     let q = random_lut(&mut rng, bits, n, k)?;
-                    let l = GpuLinear::from_lut(
-                        gpu,
-                        &LutRef {
-                            bits,
-                            n,
-                            k,
-                            qweight: &q.qweight,
-                            lut: &q.lut,
-                        },
-                    )?;
+                    let l = GpuLinear::from_lut(gpu, &lref(&q))?;
                     (l, Box::new(move |x: &[f32], y: &mut [f32]| q.gemv(x, y)))
                 } else {
                     let q = random_uniform(&mut rng, bits, n, k, 128)?;
