@@ -213,10 +213,10 @@ fn quantize_layer(
     let mut post_norm = layer.post_norm.clone();
     let g = opts.group_size;
     let mut info = json!({});
-    match opts.method {
-        QuantMethod::Rtn => {
-            let q = lins
-                .iter()
+    // RTN and LUT quantize the weights as they are; AWQ rescales them first (below).
+    let plain = match opts.method {
+        QuantMethod::Rtn => Some(
+            lins.iter()
                 .zip(&w_ref)
                 .map(|(l, w)| {
                     quantize_uniform_linear(
@@ -229,19 +229,10 @@ fn quantize_layer(
                         None,
                     )
                 })
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(LayerCand {
-                bits,
-                input_norm,
-                post_norm,
-                w_ref,
-                q,
-                info,
-            });
-        }
-        QuantMethod::Lut => {
-            let q = lins
-                .iter()
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        QuantMethod::Lut => Some(
+            lins.iter()
                 .zip(&w_ref)
                 .map(|(l, w)| {
                     let sens = cal.stats(li, l.proj.group()).act_sq();
@@ -249,17 +240,19 @@ fn quantize_layer(
                         .map(QuantWeight::from)
                         .with_context(|| l.name.clone())
                 })
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(LayerCand {
-                bits,
-                input_norm,
-                post_norm,
-                w_ref,
-                q,
-                info,
-            });
-        }
-        QuantMethod::Awq => {}
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        QuantMethod::Awq => None,
+    };
+    if let Some(q) = plain {
+        return Ok(LayerCand {
+            bits,
+            input_norm,
+            post_norm,
+            w_ref,
+            q,
+            info,
+        });
     }
     // AWQ: search every group's scales on the original weights, then fold them all.
     let search = |group: ProjGroup, idx: &[usize]| -> Result<ScaleSearch> {
