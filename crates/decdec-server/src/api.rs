@@ -576,21 +576,18 @@ pub fn chunk(
             "finish_reason": finish,
         }),
     };
-    json!({
-        "id": meta.id,
-        "object": match meta.endpoint {
-            Endpoint::Chat => "chat.completion.chunk",
-            Endpoint::Completions => "text_completion",
-        },
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": null,
-        "choices": [choice],
-    })
+    chunk_envelope(meta, vec![choice])
 }
 
 /// The trailing usage chunk of `stream_options.include_usage` (empty `choices`).
 pub fn usage_chunk(meta: &ResponseMeta, prompt_tokens: usize, completion_tokens: usize) -> Value {
+    let mut c = chunk_envelope(meta, Vec::new());
+    c["usage"] = usage(prompt_tokens, completion_tokens);
+    c
+}
+
+/// The fields every streamed chunk carries around its `choices`.
+fn chunk_envelope(meta: &ResponseMeta, choices: Vec<Value>) -> Value {
     json!({
         "id": meta.id,
         "object": match meta.endpoint {
@@ -600,8 +597,7 @@ pub fn usage_chunk(meta: &ResponseMeta, prompt_tokens: usize, completion_tokens:
         "created": meta.created,
         "model": meta.model,
         "system_fingerprint": null,
-        "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "choices": choices,
     })
 }
 
