@@ -275,6 +275,13 @@ __device__ __forceinline__ float take_dvec(float* dvec, int n, float v) {
     return v;
 }
 
+__device__ __forceinline__ void spin_until(const int* c, int target) {
+    int v;
+    do {
+        asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(c) : "memory");
+    } while (v < target);
+}
+
 // ----------------------------------------------------------------------------------------------
 // Kernel arguments
 // ----------------------------------------------------------------------------------------------
@@ -282,7 +289,7 @@ struct DecArgs {
     const u32* res;       // mapped pinned host memory: residual [K][W] (4-bit codes)
     const float* rscale;  // device: residual scales [N]
     float* dvec;          // device [N]: compensation per output, DEC_EMPTY between calls
-    int* sel_sync;        // device [2], zero between calls: chunks selected, DEC blocks past the wait
+    int* sel_sync;        // device [2], zero between calls: chunks selected, DEC blocks done
     int* sel_idx;         // device [>= rows]: selected channels (also the debug output)
     float* sel_val;       // device [>= rows]
     float a, b;           // bucket anchors thresholds[0], thresholds[kk-1]
@@ -504,7 +511,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     const int ktot = dec_total_rows(K, d.k_chunk);
     const int nchunks = (K + 1023) / 1024;
     int* sh = reinterpret_cast<int*>(smem + NWARP * SLICE_COLS);
-    int* sidx = sh + 64;
+    int* sidx = sh + SEL_SH;
     float* sval = reinterpret_cast<float*>(sidx + ktot);
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
     if (stamp) d.dbg_t[0] = clock64();
@@ -521,12 +528,7 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     }
     if (stamp) d.dbg_t[1] = clock64();
     // 2. wait for every chunk (all DEC blocks are resident: they are the lowest block indices)
-    if (threadIdx.x == 0 && !d.presel) {
-        int ready;
-        do {
-            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(ready) : "l"(d.sel_sync) : "memory");
-        } while (ready < nchunks);
-    }
+    if (threadIdx.x == 0 && !d.presel) spin_until(d.sel_sync, nchunks);
     if (stamp) d.dbg_t[2] = clock64();
     __syncthreads();
     for (int i = threadIdx.x; i < ktot; i += NTHREADS) {
@@ -534,13 +536,6 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
         sval[i] = __ldcg(d.sel_val + i);
     }
     __syncthreads();
-    if (threadIdx.x == 0 && !d.presel) {
-        // the last DEC block past the wait resets the counters for the next call
-        if (atomicAdd(d.sel_sync + 1, 1) == d.n_dec - 1) {
-            d.sel_sync[0] = 0;
-            d.sel_sync[1] = 0;
-        }
-    }
     // 3. gather slices; each output's compensation goes to its word for the GEMV thread that owns it
     const int W = (g.N + 7) / 8;
     const int n_slices = (W + SLICE_WORDS - 1) / SLICE_WORDS;
@@ -549,6 +544,12 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
         if (stamp && s == 0) d.dbg_t[3] = clock64();
         __syncthreads();  // smem reused by the next slice
         if (stamp && s == 0) d.dbg_t[4] = clock64();
+    }
+    // the last DEC block to finish (all are past the wait) leaves the counters zero for the next
+    // call; at the end, so that no block waits for this atomic before gathering
+    if (threadIdx.x == 0 && !d.presel && atomicAdd(d.sel_sync + 1, 1) == d.n_dec - 1) {
+        d.sel_sync[0] = 0;
+        d.sel_sync[1] = 0;
     }
 }
 
@@ -830,7 +831,7 @@ __device__ void dec_coop(const T* __restrict__ x, int N, int K, DecArgs d, u32* 
         __threadfence();
     }
     __syncthreads();
-    int* sidx = sh + 64;
+    int* sidx = sh + SEL_SH;
     float* sval = reinterpret_cast<float*>(sidx + ktot);
     for (int i = threadIdx.x; i < ktot; i += blockDim.x) {
         sidx[i] = __ldcg(d.sel_idx + i);
@@ -877,7 +878,7 @@ __device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32
     pdl_launch_dependents();
     pdl_wait();
     __shared__ float red[NWARP];
-    __shared__ int sh[64];
+    __shared__ int sh[SEL_SH];
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
     ss = warp_sum(ss);
@@ -908,7 +909,7 @@ template <typename T>
 __device__ void silu_sel(const T* gu, T* out, float* out32, int f, SelArgs sa) {
     pdl_launch_dependents();
     pdl_wait();
-    __shared__ int sh[64];
+    __shared__ int sh[SEL_SH];
     const int lo = blockIdx.x * 1024, size = min(1024, f - lo);
     float v[4];
 #pragma unroll
@@ -931,7 +932,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) silu_sel_bf16(const __nv_
 template <typename T> __device__ void select_only(const T* x, int K, SelArgs sa) {
     pdl_launch_dependents();
     pdl_wait();
-    __shared__ int sh[64];
+    __shared__ int sh[SEL_SH];
     const int lo = blockIdx.x * 1024, size = min(1024, K - lo);
     const int kc = (sa.k_chunk * size) / 1024;
     if (kc > 0)

@@ -281,7 +281,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     // each 1024-channel chunk selects it (needs out32, head_dim dividing 1024, 256 threads).
     if (sa.sel_idx != nullptr && out32 != nullptr) {
         __shared__ int last;
-        __shared__ int ssh[64];
+        __shared__ int ssh[SEL_SH];
         const int dim = nh * hd;
         const int c = (h * hd) / 1024, lo = c * 1024, size = min(1024, dim - lo);
         const int heads = (size + hd - 1) / hd;

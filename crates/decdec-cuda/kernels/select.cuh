@@ -6,6 +6,9 @@
 #define NTHREADS 256
 #endif
 
+// Shared memory (ints) a block needs for one selection: the per-warp bucket histograms.
+#define SEL_SH (NWARP * 32)
+
 // Selection request handed to a producer kernel: where the consumer GEMV's DEC blocks read it.
 struct SelArgs {
     int* sel_idx;    // consumer's selection buffers (nullptr: no selection)
@@ -24,29 +27,6 @@ struct SelArgs {
 __device__ __forceinline__ float bucket_floor_raw(float a, float b, int i) {
     if (i < 16) return __fadd_rn(a, __fdiv_rn(__fmul_rn(__fsub_rn(b, a), (float)i), 15.f));
     return __fdiv_rn(__fmul_rn(b, (float)(31 - i)), 16.f);
-}
-
-// exclusive block scan of one int per thread (NTHREADS threads); sh: >= NWARP ints
-__device__ __forceinline__ int block_excl_scan(int v, int* sh, int& total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int incl = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int t = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += t;
-    }
-    __syncthreads();
-    if (lane == 31) sh[warp] = incl;
-    __syncthreads();
-    int before = 0;
-    total = 0;
-#pragma unroll
-    for (int w = 0; w < NWARP; w++) {
-        int t = sh[w];
-        if (w < warp) before += t;
-        total += t;
-    }
-    return before + incl - v;
 }
 
 // v: this thread's 4 channels lo + 4*threadIdx.x + i (values past `size` are ignored).
@@ -84,19 +64,20 @@ __device__ void select_chunk_block(const T* __restrict__ x, const float* __restr
     select_chunk_vals(v, lo, size, kc, a, b, gidx, gval, sh, st);
 }
 
+// Two block barriers: every warp builds the 32-bucket histogram of its 128 channels with ballots
+// (lane j counts bucket j), publishes it in shared memory, and then every warp derives, from the 8
+// histograms alone, the boundary bucket, the budget left for it, and the number of channels
+// selected in the warps before it; ranks and positions inside a warp come from ballots and shuffles.
 __device__ void select_chunk_vals(const float* v, int lo, int size, int kc, float a, float b, int* gidx, float* gval,
                                   int* sh, long long* st) {
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned lt = (1u << lane) - 1u;  // lanes before this one
     float fl = bucket_floor_raw(a, b, lane);
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
         float t = __shfl_up_sync(0xffffffffu, fl, o);
         if (lane >= o) fl = fminf(fl, t);
     }
-    int* hist = sh;        // 32
-    int* scan = sh + 32;   // NWARP
-    int* bnd = sh + 48;    // boundary bucket, need
-    if (threadIdx.x < 32) hist[threadIdx.x] = 0;
     const int e0 = 4 * threadIdx.x;
     int bk[4];
     int l[4] = {0, 0, 0, 0};
@@ -116,36 +97,50 @@ __device__ void select_chunk_vals(const float* v, int lo, int size, int kc, floa
         bk[i] = (e0 + i >= size) ? 32 : (av != av ? 31 : min(l[i], 31));
     }
     if (st && threadIdx.x == 0) st[1] = clock64() + (bk[0] & 0);
-    __syncthreads();
+    // warp histogram: the lanes whose bucket bits all equal this lane's index
+    int cnt = 0;
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-        if (bk[i] < 32) atomicAdd(hist + bk[i], 1);
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        int hcnt = hist[lane];
-        int incl = hcnt;
+    for (int i = 0; i < 4; i++) {
+        unsigned m = __ballot_sync(0xffffffffu, bk[i] < 32);
 #pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            int t = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += t;
+        for (int bit = 0; bit < 5; bit++) {
+            const unsigned bb = __ballot_sync(0xffffffffu, (bk[i] >> bit) & 1);
+            m &= ((lane >> bit) & 1) ? bb : ~bb;
         }
-        // boundary: first bucket whose inclusive count exceeds the budget (whole buckets that fit)
-        unsigned over = __ballot_sync(0xffffffffu, incl > kc);
-        int B = over ? __ffs(over) - 1 : 32;
-        int before = __shfl_sync(0xffffffffu, incl - hcnt, B & 31);
-        if (lane == 0) {
-            bnd[0] = B;
-            bnd[1] = B < 32 ? kc - before : 0;
-        }
+        cnt += __popc(m);
     }
+    sh[warp * 32 + lane] = cnt;
     __syncthreads();
-    if (st && threadIdx.x == 0) st[2] = clock64();
-    const int B = bnd[0], need = bnd[1];
-    int nb = 0;
+    // lane j: bucket j's count in the whole chunk and in the warps before this one
+    int tot = 0, pre = 0;
 #pragma unroll
-    for (int i = 0; i < 4; i++) nb += bk[i] == B ? 1 : 0;
-    int tot;
-    int rank = block_excl_scan(nb, scan, tot);
+    for (int w = 0; w < NWARP; w++) {
+        const int c = sh[w * 32 + lane];
+        tot += c;
+        pre += w < warp ? c : 0;
+    }
+    int incl = tot;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    // boundary: first bucket whose inclusive count exceeds the budget (whole buckets that fit)
+    const unsigned over = __ballot_sync(0xffffffffu, incl > kc);
+    const int B = over ? __ffs(over) - 1 : 32;
+    const int before = __shfl_sync(0xffffffffu, incl - tot, B & 31);
+    const int need = B < 32 ? kc - before : 0;
+    const int total = B < 32 ? kc : __shfl_sync(0xffffffffu, incl, 31);  // channels selected
+    // earlier warps: channels of buckets below B, and of bucket B (the first `need` of B count)
+    int less_pre = lane < B ? pre : 0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) less_pre += __shfl_xor_sync(0xffffffffu, less_pre, o);
+    const int b_pre = __shfl_sync(0xffffffffu, pre, B & 31);
+    if (st && threadIdx.x == 0) st[2] = clock64();
+    // rank of this thread's bucket-B channels among all of the chunk's, in channel order
+    int rank = b_pre;
+#pragma unroll
+    for (int i = 0; i < 4; i++) rank += __popc(__ballot_sync(0xffffffffu, bk[i] == B) & lt);
     int flags = 0, ns = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -153,8 +148,13 @@ __device__ void select_chunk_vals(const float* v, int lo, int size, int kc, floa
         if (bk[i] == B) rank++;
         if (s) { flags |= 1 << i; ns++; }
     }
-    int total;
-    int pos = block_excl_scan(ns, scan, total);
+    int pos = ns;  // inclusive warp scan, then exclusive
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int t = __shfl_up_sync(0xffffffffu, pos, o);
+        if (lane >= o) pos += t;
+    }
+    pos += less_pre + (B < 32 ? min(need, b_pre) : 0) - ns;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         if ((flags >> i) & 1) {
@@ -169,7 +169,6 @@ __device__ void select_chunk_vals(const float* v, int lo, int size, int kc, floa
         gidx[p] = lo;
         gval[p] = 0.f;
     }
-    __syncthreads();
+    __syncthreads();  // sh is reused by the caller
     if (st && threadIdx.x == 0) st[3] = clock64();
 }
-

@@ -38,6 +38,9 @@ pub struct GemvArgs {
     pub maxnc: i32,
 }
 
+/// Ints of shared memory a block's selection uses (`SEL_SH` in select.cuh).
+const SEL_SH: usize = 8 * 32;
+
 /// Kernel argument block, must match `DecArgs` in gemv.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -684,7 +687,7 @@ impl GpuLinear {
     /// Shared memory of the DEC blocks of a fused launch (reduction, selection, row lists).
     fn dec_smem(dec_rows: usize) -> usize {
         if dec_rows > 0 {
-            8 * SLICE_COLS * 4 + 64 * 4 + dec_rows * 8
+            8 * SLICE_COLS * 4 + SEL_SH * 4 + dec_rows * 8
         } else {
             0
         }
