@@ -312,7 +312,9 @@ struct GemvArgs {
     const float* nw;   // xmode 1: RMSNorm weight [K]
     float eps;         // xmode 1: RMSNorm epsilon
     int xmode;         // 0: x is T[K]; 1: x is the f32 residual stream h[K], the GEMV input is
-                       //    T(rmsnorm(h) * nw) computed by every block exactly as rmsnorm_sel does
+                       //    T(rmsnorm(h) * nw) computed by every block exactly as rmsnorm_sel does;
+                       // 2: x is T[K], staged whole in shared memory (tile kernel, long K); the
+                       //    tile kernel copies x chunk by chunk into its rings in mode 0
     float* part;       // stream schedule: per-warp partial rows [n_tiles][maxnc][TILE]
     int* tile_cnt;     // stream schedule: [n_tiles], zero between calls: partials arrived per tile
     int maxnc;         // stream schedule: partial slots per tile
@@ -354,12 +356,13 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs) {
 
 // Wait for the oldest chunk of the warp's cp.async ring (stage st) and take the lane's weight
 // words and (SC) its NS group scale words; each lane reads only what its own copies wrote.
-template <int ST, int U, int NS, bool SC>
+// RS: uint4 per lane and stage in `ring` (U, or U + 1 where the stage also holds a slice of x).
+template <int ST, int U, int NS, bool SC, int RS = U>
 __device__ __forceinline__ void ring_take(const uint4* ring, const u32* sring, int st, int lane, uint4* w0,
                                           u32* s0) {
     cp_async_wait<ST - 2>();
 #pragma unroll
-    for (int i = 0; i < U; i++) w0[i] = ring[(st * U + i) * 32 + lane];
+    for (int i = 0; i < U; i++) w0[i] = ring[(st * RS + i) * 32 + lane];
     if constexpr (SC) {
 #pragma unroll
         for (int j = 0; j < NS; j++) s0[j] = sring[(st * NS + j) * 32 + lane];
@@ -431,16 +434,29 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     const size_t sstride = (size_t)n_tiles * TILE;      // words per group of all tiles
     const bool live = rt < n_tiles;
     // Per-warp ring of ST chunks in shared memory filled by cp.async (no registers held by
-    // loads in flight): lane l's words of stage st at ring[(st * U + i) * 32 + l], its group scale
-    // words at sring[(st * SZN + j) * 32 + l].
+    // loads in flight): lane l's words of stage st at ring[(st * UX + i) * 32 + l], i < U, its group
+    // scale words at sring[(st * SZN + j) * 32 + l]; ring[(st * UX + U) * 32 + l] holds x of the
+    // chunk's columns 8l..8l+7 (xmode 0), so that no block-wide staging of x delays the first chunk.
+    // xmodes 1 and 2 stage x in `xs` behind the rings instead.
     constexpr int SZN = LUT ? 1 : 2 * GPC;
-    uint4* xs = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
-    uint4* ring = xs + g.KC * (CHUNK / 8) + warp * (ST * U * 32);
-    u32* sring = reinterpret_cast<u32*>(xs + g.KC * (CHUNK / 8) + NWARP * ST * U * 32) + warp * (ST * SZN * 32);
-    auto issue = [&](int c, int st) {
+    constexpr int UX = U + 1;
+    uint4* rbase = reinterpret_cast<uint4*>(smem + NWARP * TILE + (LUT ? TILE * (1 << (2 * BITS)) : 0));
+    uint4* ring = rbase + warp * (ST * UX * 32);
+    u32* sring = reinterpret_cast<u32*>(rbase + NWARP * ST * UX * 32) + warp * (ST * SZN * 32);
+    uint4* xs = reinterpret_cast<uint4*>(reinterpret_cast<u32*>(rbase + NWARP * ST * UX * 32) + NWARP * ST * SZN * 32);
+    const T* xg = reinterpret_cast<const T*>(g.x);
+    auto issue_x = [&](int c, int st) {
+        if (g.xmode == 0 && live && c < g.KC) {
+            const int k0 = c * CHUNK + 8 * lane;
+            const int bytes = max(0, min(16, 2 * (g.K - k0)));
+            cp_async16_zfill(ring + (st * UX + U) * 32 + lane, xg + (bytes > 0 ? k0 : 0), bytes);
+        }
+    };
+    // weights (and group scale words) of chunk c into stage st
+    auto issue_w = [&](int c, int st) {
         if (MODE != 2 && live && c < g.KC) {
 #pragma unroll
-            for (int i = 0; i < U; i++) cp_async16(ring + (st * U + i) * 32 + lane, qbase + (size_t)c * qstride + i * 32);
+            for (int i = 0; i < U; i++) cp_async16(ring + (st * UX + i) * 32 + lane, qbase + (size_t)c * qstride + i * 32);
             if constexpr (!LUT) {
 #pragma unroll
                 for (int gi = 0; gi < GPC; gi++) {
@@ -449,29 +465,37 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                 }
             }
         }
-        cp_async_commit();
     };
-    // weights first (longest latency), then stage x in shared memory while they are in flight
+    // Weights first (they do not depend on the previous kernel of the step), x after its wait.
+    // cp.async groups: {weights of stages 0..ST-2, x of stage 0}, {x of stage 1}, ..., then one
+    // group per refilled stage, so that waiting for stage st's group covers its weights and x.
 #pragma unroll
-    for (int st = 0; st < ST - 1; st++) issue(split + st * S, st);
-    // weights do not depend on the previous kernel of the step; x and the outputs do
+    for (int st = 0; st < ST - 1; st++) issue_w(split + st * S, st);
     pdl_wait();
-    stage_x<T>(g, xs);
-    __syncthreads();
+    if (g.xmode != 0) stage_x<T>(g, xs);
+#pragma unroll
+    for (int st = 0; st < ST - 1; st++) {
+        issue_x(split + st * S, st);
+        cp_async_commit();
+    }
+    if (g.xmode != 0) __syncthreads();
     if (live) {
         int it = 0;
         for (int c = split; c < g.KC; c += S, it++) {
             const int st = it % ST;
             uint4 w0[U];
             u32 s0[SZN];
-            ring_take<ST, U, SZN, !LUT>(ring, sring, st, lane, w0, s0);
+            ring_take<ST, U, SZN, !LUT, UX>(ring, sring, st, lane, w0, s0);
+            __syncwarp();  // the chunk's x was copied by all lanes of the warp
             // refill the slot consumed in the previous iteration
-            issue(c + (ST - 1) * S, (it + ST - 1) % ST);
+            issue_w(c + (ST - 1) * S, (it + ST - 1) % ST);
+            issue_x(c + (ST - 1) * S, (it + ST - 1) % ST);
+            cp_async_commit();
             if constexpr (MODE == 1) {
                 acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
                 continue;
             }
-            const uint4* xc = xs + c * (CHUNK / 8) + tq;
+            const uint4* xc = (g.xmode != 0 ? xs + c * (CHUNK / 8) : ring + (st * UX + U) * 32) + tq;
             chunk_mma<T, BITS, LUT, GSZ>(dec, reinterpret_cast<const u32*>(w0), s0, xc, acc_g, acc_8, cl);
         }
     }

@@ -29,7 +29,8 @@ pub struct GemvArgs {
     /// xmode 1: RMSNorm weight (f32 [K])
     pub nw: u64,
     pub eps: f32,
-    /// 0: x is the activation vector; 1: x is the f32 residual stream, normalized in the kernel
+    /// 0: x is the activation vector; 1: x is the f32 residual stream, normalized in the kernel;
+    /// 2: the activation vector, staged whole in shared memory (tile kernel, long K)
     pub xmode: i32,
     /// stream schedule: per-warp partial rows [n_tiles][maxnc][16] (f32)
     pub part: u64,
@@ -610,7 +611,11 @@ impl GpuLinear {
             split: split as i32,
             nw: 0,
             eps: 0.0,
-            xmode: 0,
+            xmode: if self.x_staged() && self.schedule() == Schedule::Tiles {
+                2
+            } else {
+                0
+            },
             part: self.stream.as_ref().map(|st| st.part.ptr).unwrap_or(0),
             tile_cnt: self.stream.as_ref().map(|st| st.tile_cnt.ptr).unwrap_or(0),
             maxnc: self.stream.as_ref().map(|st| st.maxnc as i32).unwrap_or(0),
@@ -638,7 +643,11 @@ impl GpuLinear {
             xmode: 1,
             ..self.gemv_args(h, y, out, split)
         };
-        let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
+        let (name, blocks, mut smem) = self.launch_plan(gpu, dt, split, 0, 0);
+        if self.schedule() == Schedule::Tiles && !self.x_staged() {
+            // the tile kernel stages the normalized x behind its rings
+            smem += (self.shape.kc * 256 * 2) as u32;
+        }
         let d = DecArgs::default();
         unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
     }
@@ -679,9 +688,17 @@ impl GpuLinear {
                 Format::Lut => 16 * (1usize << (2 * self.shape.bits)) * 4,
                 Format::Uniform => 0,
             }
-            + self.shape.kc * 256 * 2
-            + self.ring_bytes_for(self.stages());
+            + self.ring_bytes_for(self.stages())
+            // each stage of the tile kernel's rings also holds the chunk's x (512 bytes per warp)
+            + 8 * self.stages() * 512
+            + if self.x_staged() { self.shape.kc * 256 * 2 } else { 0 };
         gemv.max(Self::dec_smem(dec_rows)) as u32
+    }
+
+    /// Whether the tile kernel stages all of x in shared memory (xmode 2) rather than copying each
+    /// chunk's x into its rings: for long K, where the ring copies measured slower (experiment 29).
+    fn x_staged(&self) -> bool {
+        self.shape.kc > 16
     }
 
     /// Shared memory of the DEC blocks of a fused launch (reduction, selection, row lists).
