@@ -540,13 +540,31 @@ impl GpuLinear {
         s
     }
 
-    /// cp.async ring depth: 2 for K <= 4096 (shorter prologue, less shared memory; H200 sweep,
-    /// experiment 16), 3 for longer K and the LUT kernels.
+    /// cp.async ring depth of the tile kernel (H200 sweeps, experiments 16 and 30); 3 for the LUT
+    /// kernels.
     pub fn stages(&self) -> usize {
-        if self.format == Format::Uniform && self.shape.kc <= 16 {
-            2
-        } else {
-            3
+        // experiment knob: `DECDEC_STAGES=2|3` for every uniform tile launch
+        if let Some(st) = std::env::var("DECDEC_STAGES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|st| (2..=3).contains(st))
+        {
+            if self.format == Format::Uniform {
+                return st;
+            }
+        }
+        if self.format != Format::Uniform {
+            return 3;
+        }
+        // measured per shape class (experiments 16 and 30): 3-bit prefers 2 stages for K <= 4096
+        // and 3 for long K; 4-bit (a third more bytes per chunk) prefers 3 on wide short-K
+        // matrices (gate-up) and 2 on long K (down)
+        let short_k = self.shape.kc <= 16;
+        match (self.shape.bits, short_k) {
+            (4, true) if self.shape.n_tiles >= 1024 => 3,
+            (4, _) => 2,
+            (_, true) => 2,
+            (_, false) => 3,
         }
     }
 
