@@ -553,18 +553,13 @@ impl GpuLinear {
                 return st;
             }
         }
-        if self.format != Format::Uniform {
-            return 3;
-        }
-        // measured per shape class (experiments 16 and 30): 3-bit prefers 2 stages for K <= 4096
-        // and 3 for long K; 4-bit (a third more bytes per chunk) prefers 3 on wide short-K
-        // matrices (gate-up) and 2 on long K (down)
-        let short_k = self.shape.kc <= 16;
-        match (self.shape.bits, short_k) {
-            (4, true) if self.shape.n_tiles >= 1024 => 3,
-            (4, _) => 2,
-            (_, true) => 2,
-            (_, false) => 3,
+        // 2 stages for K <= 4096 (shorter prologue, less shared memory), 3 for longer K. 4-bit
+        // gate-up / down are faster alone with 3 / 2 stages, but not in the decode step with DEC
+        // (experiment 30)
+        if self.format == Format::Uniform && self.shape.kc <= 16 {
+            2
+        } else {
+            3
         }
     }
 
