@@ -751,6 +751,13 @@ __device__ void gemv_stream_kernel(const GemvArgs& g, const DecArgs& d) {
         gemv_dec_kernel<T, BITS, LUT, GSZ, 0, 2>(g, d);                                            \
     }
 
+// Two-stage ring for 4 resident blocks per SM (64 registers): uncompensated wide short-K
+// matrices (GpuLinear::b4_for, experiment 31).
+#define GEMV_ENTRY_S2_B4(NAME, T, BITS, GSZ)                                                        \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 4) NAME(GemvArgs g, DecArgs d) {            \
+        gemv_dec_kernel<T, BITS, false, GSZ, 0, 2>(g, d);                                         \
+    }
+
 // Stream schedule (see gemv_stream), ring depth ST.
 #define GEMV_ENTRY_ST(NAME, T, BITS, GSZ, ST)                                                       \
     extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) NAME(GemvArgs g, DecArgs d) {       \
@@ -789,6 +796,10 @@ GEMV_ENTRY_S2(gemv_u3_g256_f16_s2, __half, 3, false, 256)
 GEMV_ENTRY_S2(gemv_u4_g256_f16_s2, __half, 4, false, 256)
 GEMV_ENTRY_S2(gemv_u3_g256_bf16_s2, __nv_bfloat16, 3, false, 256)
 GEMV_ENTRY_S2(gemv_u4_g256_bf16_s2, __nv_bfloat16, 4, false, 256)
+GEMV_ENTRY_S2_B4(gemv_u3_g128_f16_s2_b4, __half, 3, 128)
+GEMV_ENTRY_S2_B4(gemv_u4_g128_f16_s2_b4, __half, 4, 128)
+GEMV_ENTRY_S2_B4(gemv_u3_g128_bf16_s2_b4, __nv_bfloat16, 3, 128)
+GEMV_ENTRY_S2_B4(gemv_u4_g128_bf16_s2_b4, __nv_bfloat16, 4, 128)
 GEMV_ENTRY_ST(gemv_u3_g128_f16_st3, __half, 3, 128, 3)
 GEMV_ENTRY_ST(gemv_u3_g128_bf16_st3, __nv_bfloat16, 3, 128, 3)
 GEMV_ENTRY_ST(gemv_u4_g128_f16_st3, __half, 4, 128, 3)

@@ -33,7 +33,8 @@ pub fn source(name: &str) -> Result<String> {
     ))
 }
 
-/// Every `extern "C"` kernel defined in a source file (directly or through `GEMV_ENTRY(name, ...)`).
+/// Every `extern "C"` kernel defined in a source file (directly or through an entry macro,
+/// `GEMV_ENTRY*(name, ...)` / `DEQUANT_ENTRY(name, ...)`).
 pub fn kernel_names(name: &str) -> Vec<String> {
     let src = SOURCES
         .iter()
@@ -43,12 +44,12 @@ pub fn kernel_names(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in src.lines() {
         let l = line.trim_start();
-        if let Some(rest) = l
-            .strip_prefix("GEMV_ENTRY(")
-            .or_else(|| l.strip_prefix("GEMV_ENTRY_S2("))
-            .or_else(|| l.strip_prefix("GEMV_ENTRY_ST("))
-            .or_else(|| l.strip_prefix("DEQUANT_ENTRY("))
-        {
+        let is_entry = (l.starts_with("GEMV_ENTRY") || l.starts_with("DEQUANT_ENTRY"))
+            && l.split('(').next().is_some_and(|m| {
+                m.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            });
+        if let Some(rest) = l.split_once('(').map(|(_, r)| r).filter(|_| is_entry) {
             if let Some(n) = rest.split(',').next() {
                 out.push(n.trim().to_string());
             }

@@ -272,6 +272,8 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
         (1000, 33),
         (14336, 48),
         (32, 16),
+        // >= 1024 row tiles: the 4-blocks-per-SM (`_b4`) kernels
+        (300, 16400),
     ];
     for &(k, n) in shapes {
         for bits in [3u32, 4] {
@@ -473,7 +475,13 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
     }
 
     // ---------------- DEC: selection + fetch, both designs ----------------
-    for &(k, n) in &[(4096usize, 1024usize), (2500, 600), (14336, 512)] {
+    // (1000, 6160): 385 row tiles, the compensated launch with its own split-K 4
+    for &(k, n) in &[
+        (4096usize, 1024usize),
+        (2500, 600),
+        (14336, 512),
+        (1000, 6160),
+    ] {
         for dt in dts {
             let q = random_uniform(&mut rng, 3, n, k, 128)?;
             let mut lin = GpuLinear::from_uniform(gpu, &uref(&q))?;

@@ -169,7 +169,7 @@ pub struct GpuLinear {
     /// Force the schedule instead of the automatic choice (tests, tuning).
     pub sched_override: Option<Schedule>,
     pub stream: Option<StreamState>,
-    /// resident blocks per SM of the tile-schedule kernel (f16)
+    /// resident blocks per SM of the tile-schedule kernel (f16) of compensated launches
     pub tile_per_sm: u32,
 }
 
@@ -186,6 +186,22 @@ pub fn wave_fit_n_dec(blocks: usize, resident: usize, n_dec: usize) -> usize {
     } else {
         n_dec
     }
+}
+
+/// Name of the uniform tile-schedule GEMV kernel (gemv.cu entries).
+pub fn uniform_gemv_kernel(
+    bits: u32,
+    group_size: usize,
+    dt: Dtype,
+    stages: usize,
+    b4: bool,
+) -> String {
+    format!(
+        "gemv_u{bits}_g{group_size}_{}{}{}",
+        dt.suffix(),
+        if stages == 2 { "_s2" } else { "" },
+        if b4 { "_b4" } else { "" }
+    )
 }
 
 /// Rows the DEC fetches for K input channels at `k_chunk` per 1024.
@@ -283,8 +299,11 @@ impl GpuLinear {
     /// slots per tile for the widest grid. A tile's contributors other than the first and last lie
     /// inside it with at least m = floor(units / warps) units each, so at most (KC - 2) / m + 2.
     fn with_stream(mut self, gpu: &Gpu) -> Result<GpuLinear> {
-        self.tile_per_sm =
-            gpu.blocks_per_sm(&self.kernel_name(Dtype::F16), NTHREADS, self.smem_bytes(0))?;
+        self.tile_per_sm = gpu.blocks_per_sm(
+            &self.kernel_name(Dtype::F16, false),
+            NTHREADS,
+            self.smem_bytes(0),
+        )?;
         // the stream kernels exist for uniform g128 (a 3-stage ring); others use the tile schedule
         if self.format != Format::Uniform || self.shape.group_size != 128 {
             return Ok(self);
@@ -563,17 +582,34 @@ impl GpuLinear {
         }
     }
 
-    fn kernel_name(&self, dt: Dtype) -> String {
+    /// `b4`: the variant compiled for 4 resident blocks per SM (64 registers, see [`Self::b4_for`]).
+    fn kernel_name(&self, dt: Dtype, b4: bool) -> String {
         match self.format {
-            Format::Uniform => format!(
-                "gemv_u{}_g{}_{}{}",
+            Format::Uniform => uniform_gemv_kernel(
                 self.shape.bits,
                 self.shape.group_size,
-                dt.suffix(),
-                if self.stages() == 2 { "_s2" } else { "" }
+                dt,
+                self.stages(),
+                b4,
             ),
             Format::Lut => format!("gemv_l{}_{}", self.shape.bits, dt.suffix()),
         }
+    }
+
+    /// Whether a `_b4` kernel exists for this format (uniform g128, 2-stage ring).
+    fn has_b4(&self) -> bool {
+        self.format == Format::Uniform && self.shape.group_size == 128 && self.stages() == 2
+    }
+
+    /// Launch the `_b4` variant (4 blocks per SM, 64 registers) where it measured faster
+    /// (experiment 31): uncompensated wide short-K matrices (gate-up: more warps hide more
+    /// latency). Compensated launches keep 3 blocks per SM: with `_b4` (and split-K 8 for qkv)
+    /// they won 1.6 us per layer in the kernel bench but lost 2.5% in decode.
+    fn b4_for(&self, dec: bool) -> bool {
+        self.has_b4()
+            && !dec
+            && self.shape.n_tiles >= 1024
+            && std::env::var_os("DECDEC_NO_B4").is_none()
     }
 
     /// Kernel, GEMV blocks and shared memory of a launch that hosts `n_dec` DEC blocks (in front)
@@ -593,7 +629,7 @@ impl GpuLinear {
                 self.stream_smem(dec_rows),
             ),
             Schedule::Tiles => (
-                self.kernel_name(dt),
+                self.kernel_name(dt, self.b4_for(n_dec > 0)),
                 self.shape.n_tiles.div_ceil(8 / split) as u32,
                 self.smem_bytes(dec_rows),
             ),
