@@ -155,12 +155,22 @@ fn sel_in_gemv(group: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step (timing
-/// ablation only: the results are wrong; never set outside `bench decode`).
+/// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step; `sel`: the
+/// producers of x do not select (the DEC blocks fetch the rows of a stale selection). Timing
+/// ablations only: the results are wrong; never set outside `bench decode`.
 fn ablate_skip(what: &str) -> bool {
     std::env::var("DECDEC_ABLATE_SKIP")
         .map(|v| v.split(',').any(|w| w == what))
         .unwrap_or(false)
+}
+
+/// The selection request a producer of x gets (see `ablate_skip`).
+fn producer_sel(sa: Option<SelArgs>) -> SelArgs {
+    if ablate_skip("sel") {
+        SelArgs::default()
+    } else {
+        sa.unwrap_or_default()
+    }
 }
 
 fn upload_act(gpu: &Gpu, dt: Dtype, v: &[f32]) -> Result<DevBuf> {
@@ -638,7 +648,7 @@ impl CudaEngine {
             }
             return self.bias(ps, y, n_total);
         }
-        let sargs = sa.unwrap_or_default();
+        let sargs = producer_sel(sa);
         let hid = d.hidden as i32;
         if !ablate_skip("norm") {
             unsafe {
@@ -743,7 +753,7 @@ impl CudaEngine {
             let sa_o = self
                 .sel_for(std::slice::from_ref(&l.o), "o")
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
-            let sargs_o = sa_o.unwrap_or_default();
+            let sargs_o = producer_sel(sa_o);
             if !ablate_skip("attn") {
                 // With fuse_rope, RoPE + KV append + attention run in one launch (one extra argument).
                 let kernel = if fuse_rope {
@@ -790,7 +800,7 @@ impl CudaEngine {
             )?;
             self.normed_group(&l.gate_up, "gu", l.post_norm.ptr, self.gu.ptr, 2 * d.inter)?;
             let sa = self.sel_for(std::slice::from_ref(&l.down), "d");
-            let sargs = sa.unwrap_or_default();
+            let sargs = producer_sel(sa);
             if !ablate_skip("silu") {
                 unsafe {
                     g.launch(
@@ -847,6 +857,24 @@ impl CudaEngine {
         Ok(())
     }
 
+    /// `DECDEC_ABLATE_SKIP=sel`: give every compensated linear a stale selection of distinct
+    /// channels (as many as the largest k_chunk asks), so that the DEC blocks fetch as many
+    /// different residual rows as with a real selection.
+    fn ablate_fill_selections(&self) -> Result<()> {
+        for l in &self.layers {
+            for p in l.qkv.iter().chain([&l.o]).chain(l.gate_up.iter()).chain([&l.down]) {
+                if let ProjKind::Quant(lin) = &p.kind {
+                    if let Some(d) = &lin.dec {
+                        let rows = dec_total_rows(p.k, 1024).max(1);
+                        let idx: Vec<i32> = (0..rows).map(|i| ((i * 37) % p.k) as i32).collect();
+                        self.gpu.write(&d.sel_idx, 0, &idx)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn ensure_graph(&mut self, feedback: bool) -> Result<()> {
         self.gpu
             .ctx
@@ -858,6 +886,9 @@ impl CudaEngine {
             self.graph.is_none()
         };
         if slot_empty {
+            if ablate_skip("sel") {
+                self.ablate_fill_selections()?;
+            }
             let g = self.gpu.capture(|| self.queue_step(feedback))?;
             if feedback {
                 self.graph_feedback = Some(g);
