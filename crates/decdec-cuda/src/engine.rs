@@ -862,7 +862,13 @@ impl CudaEngine {
     /// different residual rows as with a real selection.
     fn ablate_fill_selections(&self) -> Result<()> {
         for l in &self.layers {
-            for p in l.qkv.iter().chain([&l.o]).chain(l.gate_up.iter()).chain([&l.down]) {
+            for p in l
+                .qkv
+                .iter()
+                .chain([&l.o])
+                .chain(l.gate_up.iter())
+                .chain([&l.down])
+            {
                 if let ProjKind::Quant(lin) = &p.kind {
                     if let Some(d) = &lin.dec {
                         let rows = dec_total_rows(p.k, 1024).max(1);
