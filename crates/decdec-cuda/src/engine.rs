@@ -68,6 +68,17 @@ struct GpuLayer {
     vc: DevBuf,
 }
 
+impl GpuLayer {
+    /// The layer's projections in execution order.
+    fn projs(&self) -> impl Iterator<Item = &Proj> {
+        self.qkv
+            .iter()
+            .chain(std::iter::once(&self.o))
+            .chain(self.gate_up.iter())
+            .chain(std::iter::once(&self.down))
+    }
+}
+
 /// Shapes of the decoder the engine runs.
 #[derive(Clone, Debug)]
 pub struct Dims {
@@ -520,13 +531,7 @@ impl CudaEngine {
     fn count_dec(&mut self) {
         let (mut rows, mut bytes) = (0u64, 0u64);
         for l in &self.layers {
-            for p in l
-                .qkv
-                .iter()
-                .chain(std::iter::once(&l.o))
-                .chain(l.gate_up.iter())
-                .chain(std::iter::once(&l.down))
-            {
+            for p in l.projs() {
                 if self.dec_enabled && p.k_chunk > 0 {
                     let r = dec_total_rows(p.k, p.k_chunk) as u64;
                     rows += r;
@@ -862,13 +867,7 @@ impl CudaEngine {
     /// different residual rows as with a real selection.
     fn ablate_fill_selections(&self) -> Result<()> {
         for l in &self.layers {
-            for p in l
-                .qkv
-                .iter()
-                .chain([&l.o])
-                .chain(l.gate_up.iter())
-                .chain([&l.down])
-            {
+            for p in l.projs() {
                 if let ProjKind::Quant(lin) = &p.kind {
                     if let Some(d) = &lin.dec {
                         let rows = dec_total_rows(p.k, 1024).max(1);
