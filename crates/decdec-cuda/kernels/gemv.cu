@@ -577,14 +577,19 @@ __device__ void dec_blocks(const GemvArgs& g, const DecArgs& d, float* smem) {
     }
 }
 
+// The first n_dec blocks of a fused launch (either schedule) are its DEC blocks: true when this
+// block is one, after it has done its part.
+template <typename T> __device__ __forceinline__ bool ran_as_dec_block(const GemvArgs& g, const DecArgs& d, float* smem) {
+    if ((int)blockIdx.x >= d.n_dec) return false;
+    pdl_wait();
+    dec_blocks<T>(g, d, smem);
+    return true;
+}
+
 template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
 __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     extern __shared__ float smem[];
-    if ((int)blockIdx.x < d.n_dec) {
-        pdl_wait();
-        dec_blocks<T>(g, d, smem);
-        return;
-    }
+    if (ran_as_dec_block<T>(g, d, smem)) return;
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == d.n_dec && threadIdx.x == 0;
     if (stamp) d.dbg_t[8] = clock64();
     gemv_block<T, BITS, LUT, GSZ, MODE, ST>(g, d, blockIdx.x - d.n_dec, smem);
@@ -733,11 +738,7 @@ __device__ void gemv_stream(const GemvArgs& g, const DecArgs& d, int gb, int nb,
 template <typename T, int BITS, int GSZ, int MODE = 0, int ST = STAGES>
 __device__ void gemv_stream_kernel(const GemvArgs& g, const DecArgs& d) {
     extern __shared__ float smem[];
-    if ((int)blockIdx.x < d.n_dec) {
-        pdl_wait();
-        dec_blocks<T>(g, d, smem);
-        return;
-    }
+    if (ran_as_dec_block<T>(g, d, smem)) return;
     gemv_stream<T, BITS, GSZ, MODE, ST>(g, d, blockIdx.x - d.n_dec, gridDim.x - d.n_dec, smem);
 }
 
