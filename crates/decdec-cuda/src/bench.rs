@@ -185,6 +185,25 @@ struct Xs {
 }
 
 /// Median graph-replay time of `forward` (stored output) over the rotated weight copies `lins`.
+/// `time` with every linear forced to `sched` (and `split`), the automatic choice restored after.
+fn time_overridden(
+    lins: &mut [GpuLinear],
+    sched: Schedule,
+    split: Option<usize>,
+    time: impl FnOnce(&[GpuLinear]) -> Result<f64>,
+) -> Result<f64> {
+    for l in lins.iter_mut() {
+        l.sched_override = Some(sched);
+        l.split_override = split;
+    }
+    let us = time(lins);
+    for l in lins.iter_mut() {
+        l.sched_override = None;
+        l.split_override = None;
+    }
+    us
+}
+
 fn time_forward(
     gpu: &Gpu,
     reps: usize,
@@ -369,10 +388,9 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 }
                 if lins[0].stream.is_some() && lins[0].schedule() == Schedule::Tiles {
                     // the stream schedule (experiment 17) for comparison
-                    for l in lins.iter_mut() {
-                        l.sched_override = Some(Schedule::Stream);
-                    }
-                    let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
+                    let us = time_overridden(&mut lins, Schedule::Stream, None, |lins| {
+                        time_forward(gpu, o.reps, lins, dt, &xs, &y_at, DecMode::Off)
+                    })?;
                     println!(
                         "  {:<8} {:<28} stream schedule: {:>8.2} us",
                         s.name, label, us
@@ -380,17 +398,13 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                     let mut r = mk(format!("{label} stream schedule"), s, us, bytes);
                     r.n_dec = None;
                     rows.push(r);
-                    for l in lins.iter_mut() {
-                        l.sched_override = None;
-                    }
                 }
                 if o.split_sweep && format == Format::Uniform {
                     for split in [1usize, 2, 4, 8] {
-                        for l in lins.iter_mut() {
-                            l.split_override = Some(split);
-                            l.sched_override = Some(Schedule::Tiles);
-                        }
-                        let us = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
+                        let us =
+                            time_overridden(&mut lins, Schedule::Tiles, Some(split), |lins| {
+                                time_forward(gpu, o.reps, lins, dt, &xs, &y_at, DecMode::Off)
+                            })?;
                         println!(
                             "  {:<8} {:<28} split {split}: {:>8.2} us",
                             s.name, label, us
@@ -398,10 +412,6 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         let mut r = mk(format!("{label} split-K {split}"), s, us, bytes);
                         r.n_dec = Some(split);
                         rows.push(r);
-                    }
-                    for l in lins.iter_mut() {
-                        l.split_override = None;
-                        l.sched_override = None;
                     }
                 }
                 println!(
