@@ -979,11 +979,80 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) select_only_f16(const __h
 extern "C" __global__ void __launch_bounds__(NTHREADS) select_only_bf16(const __nv_bfloat16* x, int K, SelArgs sa) { select_only(x, K, sa); }
 
 // ----------------------------------------------------------------------------------------------
-// Dequantization of the tiled layout to a dense row-major [N][K] matrix in the activation dtype
-// (prefill: dequantize + cuBLAS GEMM). One block per row tile, warps over chunks.
+// Prefill compensation (T rows at once, each compensated as if decoded alone, as on the CPU):
+// `pf_select` writes the salient channels of row t at sel_idx/sel_val + t * stride (chunk-major,
+// k_chunk slots per chunk, as the decode step's list), `pf_dec_gather` turns them into the f32
+// compensation comp[t, :] (one block per row and 256-column slice) that `pf_finish` adds.
 // ----------------------------------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(NTHREADS) pf_select(const float* x32, int K, SelArgs sa, int stride) {
+    __shared__ int sh[SEL_SH];
+    const int nchunks = (K + 1023) / 1024;
+    const int t = blockIdx.x / nchunks, c = blockIdx.x % nchunks;
+    const int lo = c * 1024, size = min(1024, K - lo);
+    const int kc = (sa.k_chunk * size) / 1024;
+    if (kc == 0) return;
+    const float* x = x32 + (size_t)t * K + lo;
+    float v[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) v[i] = (4 * (int)threadIdx.x + i < size) ? x[4 * threadIdx.x + i] : 0.f;
+    select_chunk_vals(v, lo, size, kc, sa.a, sa.b, sa.sel_idx + (size_t)t * stride + c * sa.k_chunk,
+                      sa.sel_val + (size_t)t * stride + c * sa.k_chunk, sh);
+}
+
+extern "C" __global__ void __launch_bounds__(NTHREADS)
+    pf_dec_gather(DecArgs d, int N, int K, int stride, float* comp) {
+    extern __shared__ float smem[];
+    const int ktot = dec_total_rows(K, d.k_chunk);
+    const int W = (N + 7) / 8;
+    const int n_slices = (W + SLICE_WORDS - 1) / SLICE_WORDS;
+    const int t = blockIdx.x / n_slices, s = blockIdx.x % n_slices;
+    int* sidx = reinterpret_cast<int*>(smem + NWARP * SLICE_COLS);
+    float* sval = reinterpret_cast<float*>(sidx + ktot);
+    for (int i = threadIdx.x; i < ktot; i += blockDim.x) {
+        sidx[i] = d.sel_idx[(size_t)t * stride + i];
+        sval[i] = d.sel_val[(size_t)t * stride + i];
+    }
+    __syncthreads();
+    fetch_slice(d.res, d.rscale, N, W, s, sidx, sval, ktot, smem, comp + (size_t)t * N);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Dequantization of the tiled layout to a dense row-major [N][K] matrix in the activation dtype
+// (prefill: dequantize + cuBLAS GEMM). One block per row tile, warps over chunks. With `lo`, the
+// weight is split in two: out = T(w), lo = T(w - out), so that two GEMMs (out, then lo added)
+// multiply by w to ~2^-22 instead of one T rounding (the GEMV multiplies the exact (q - z)).
+// ----------------------------------------------------------------------------------------------
+template <typename T> __device__ __forceinline__ u32 pack_pair(float a, float b) {
+    T v[2] = {Dt<T>::from_f(a), Dt<T>::from_f(b)};
+    return *reinterpret_cast<const u32*>(v);
+}
+
+// 8 consecutive values of one row at p (and their remainders at q when q != nullptr); 16-byte
+// stores when all 8 are inside the row and aligned (K % 8 == 0), else element by element.
+template <typename T> __device__ __forceinline__ void store8(T* p, T* q, const float* v, int left, bool vec) {
+    float hi[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) hi[i] = Dt<T>::to_f(Dt<T>::from_f(v[i]));
+    if (vec && left >= 8) {
+        *reinterpret_cast<uint4*>(p) = make_uint4(pack_pair<T>(v[0], v[1]), pack_pair<T>(v[2], v[3]),
+                                                  pack_pair<T>(v[4], v[5]), pack_pair<T>(v[6], v[7]));
+        if (q)
+            *reinterpret_cast<uint4*>(q) = make_uint4(
+                pack_pair<T>(v[0] - hi[0], v[1] - hi[1]), pack_pair<T>(v[2] - hi[2], v[3] - hi[3]),
+                pack_pair<T>(v[4] - hi[4], v[5] - hi[5]), pack_pair<T>(v[6] - hi[6], v[7] - hi[7]));
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (i < left) {
+            p[i] = Dt<T>::from_f(v[i]);
+            if (q) q[i] = Dt<T>::from_f(v[i] - hi[i]);
+        }
+    }
+}
+
 template <typename T, int BITS, bool LUT, int GSZ>
-__device__ void dequant_tiled(const GemvArgs& g, T* out) {
+__device__ void dequant_tiled(const GemvArgs& g, T* out, T* lo) {
     pdl_launch_dependents();
     pdl_wait();
     extern __shared__ float smem[];
@@ -992,8 +1061,10 @@ __device__ void dequant_tiled(const GemvArgs& g, T* out) {
     constexpr int U = (BITS == 4) ? 4 : 3;
     constexpr int GPC = CHUNK / GSZ;
     constexpr int SPG = GSZ / 16;
+    static_assert(SPG % 2 == 0, "steps are stored in pairs");
     const int rt = blockIdx.x;
     const int n_tiles = (g.N + TILE - 1) / TILE;
+    const bool vec = (g.K & 7) == 0;
     using Dec = typename Cond<LUT, LutDec<T, BITS>, UniformDec<T, BITS>>::type;
     Dec dec;
     if constexpr (LUT) dec.load_tile(g.lut, g.N, rt, reinterpret_cast<u32*>(smem));
@@ -1009,24 +1080,33 @@ __device__ void dequant_tiled(const GemvArgs& g, T* out) {
                 dec.set_group(szp[gq], szp[gq + 8]);
             }
 #pragma unroll
-            for (int ls = 0; ls < SPG; ls++) {
+            for (int ls = 0; ls < SPG; ls += 2) {
+                // steps s (even) and s + 1 hold this lane's columns k0 + 0..3 and k0 + 4..7 of
+                // rows gq (registers 0, 2) and gq + 8 (registers 1, 3)
                 const int s = gi * SPG + ls;
-                u32 a[4];
-                decode_step<T, BITS>(dec, wv, s, a);
+                u32 a[2][4];
+                decode_step<T, BITS>(dec, wv, s, a[0]);
+                decode_step<T, BITS>(dec, wv, s + 1, a[1]);
+                const int k0 = c * CHUNK + 32 * (s >> 1) + 8 * tq;
 #pragma unroll
-                for (int R = 0; R < 4; R++) {
-                    const int row = rt * TILE + gq + 8 * (R & 1);
-                    const T* pr = reinterpret_cast<const T*>(&a[R]);
+                for (int r = 0; r < 2; r++) {
+                    const int row = rt * TILE + gq + 8 * r;
+                    if (row >= g.N || k0 >= g.K) continue;
+                    float v[8];
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int j = 2 * (R >> 1) + e;
-                        const int k = c * CHUNK + 32 * (s >> 1) + 8 * tq + 4 * (s & 1) + j;
-                        if (row < g.N && k < g.K) {
-                            float v = Dt<T>::to_f(pr[e]);
-                            if constexpr (!LUT) v *= dec.sc[R & 1];
-                            out[(size_t)row * g.K + k] = Dt<T>::from_f(v);
+                    for (int h = 0; h < 2; h++)
+#pragma unroll
+                        for (int p = 0; p < 2; p++) {
+                            const T* pr = reinterpret_cast<const T*>(&a[h][r + 2 * p]);
+#pragma unroll
+                            for (int e = 0; e < 2; e++) {
+                                float x = Dt<T>::to_f(pr[e]);
+                                if constexpr (!LUT) x *= dec.sc[r];
+                                v[4 * h + 2 * p + e] = x;
+                            }
                         }
-                    }
+                    const size_t o = (size_t)row * g.K + k0;
+                    store8<T>(out + o, lo ? lo + o : nullptr, v, g.K - k0, vec);
                 }
             }
         }
@@ -1034,7 +1114,7 @@ __device__ void dequant_tiled(const GemvArgs& g, T* out) {
 }
 
 #define DEQUANT_ENTRY(NAME, T, BITS, LUT, GSZ) \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) NAME(GemvArgs g, T* out) { dequant_tiled<T, BITS, LUT, GSZ>(g, out); }
+    extern "C" __global__ void __launch_bounds__(NTHREADS) NAME(GemvArgs g, T* out, T* lo) { dequant_tiled<T, BITS, LUT, GSZ>(g, out, lo); }
 
 DEQUANT_ENTRY(dequant_u3_g128_f16, __half, 3, false, 128)
 DEQUANT_ENTRY(dequant_u4_g128_f16, __half, 4, false, 128)

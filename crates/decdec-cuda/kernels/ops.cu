@@ -58,11 +58,7 @@ extern "C" __global__ void __launch_bounds__(1024) rmsnorm_bf16(const float* h, 
 // k, v of this position to the KV cache (layout [max_seq][n_kv][hd]). Block b < nh: q head b;
 // nh <= b < nh + nkv: k head; then v heads. pos is read from device memory (graph replays).
 template <typename T>
-__device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* pos_p, int nh, int nkv, int hd) {
-    pdl_launch_dependents();
-    pdl_wait();
-    const int pos = *pos_p;
-    const int b = blockIdx.x;
+__device__ void rope_kv_at(T* qkv, const float* inv_freq, T* kc, T* vc, int pos, int nh, int nkv, int hd, int b) {
     const int half = hd / 2;
     const int qd = nh * hd, kd = nkv * hd;
     if (b < nh + nkv) {
@@ -90,6 +86,12 @@ __device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* 
         for (int i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = src[i];
     }
 }
+template <typename T>
+__device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* pos_p, int nh, int nkv, int hd) {
+    pdl_launch_dependents();
+    pdl_wait();
+    rope_kv_at(qkv, inv_freq, kc, vc, *pos_p, nh, nkv, hd, blockIdx.x);
+}
 extern "C" __global__ void rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 
@@ -103,7 +105,8 @@ extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv
 // of each kv head appends k, v to the cache. Bit-identical to rope_kv + attn_decode.
 template <typename T, bool ROPE>
 __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
-                            int hd, float scale, SelArgs sa, int* chunk_cnt, const float* inv_freq) {
+                            int hd, float scale, SelArgs sa, int* chunk_cnt, const float* inv_freq,
+                            const int h) {
 #ifndef ATTN_LATE_TRIGGER
     pdl_launch_dependents();
 #endif
@@ -118,7 +121,6 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     // position may not be written yet (earlier kernels of the step may still run: PDL triggers
     // early), so pos_pre is a guess: rows below both it and the real position were written by
     // earlier, finished steps, so only those preloaded rows are used.
-    const int h = blockIdx.x;
     const int kvh = h / (nh / nkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int pos_pre = *reinterpret_cast<const volatile int*>(pos_p);
@@ -304,11 +306,11 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
         }
     }
 }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__nv_bfloat16, false>(q, const_cast<__nv_bfloat16*>(kc), const_cast<__nv_bfloat16*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__nv_bfloat16, false>(q, const_cast<__nv_bfloat16*>(kc), const_cast<__nv_bfloat16*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr, blockIdx.x); }
 // RoPE + KV append + attention in one launch (the decode step); qkv is not modified.
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
 template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {
@@ -442,6 +444,89 @@ extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* v, in
         if (l == 0) *out = bi == 0x7fffffff ? 0 : bi;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prefill: T tokens at once (CudaEngine::forward with a prompt or a perplexity chunk). Row-batched
+// twins of the decode-step kernels above; the linears run as dequantize + cuBLAS GEMM (f32 out)
+// and `pf_finish` (gemv.cu's `pf_select` / `pf_dec_gather` add the per-row compensation first).
+// Grids are 1-D: blockIdx.x = row * blocks_per_row + block. Launched without PDL (cuBLAS runs
+// between them); pdl_wait() is then a no-op.
+// ---------------------------------------------------------------------------------------------
+
+// h[t, :] = f32(emb[tok[t], :]); ceil(d / 256) blocks per row.
+template <typename T> __device__ void pf_embed(const T* emb, const int* tok, float* h, int d) {
+    const int bpr = (d + blockDim.x - 1) / blockDim.x;
+    const int t = blockIdx.x / bpr, i = (blockIdx.x % bpr) * blockDim.x + threadIdx.x;
+    if (i < d) h[(size_t)t * d + i] = Dt<T>::to_f(emb[(size_t)tok[t] * d + i]);
+}
+extern "C" __global__ void pf_embed_f16(const __half* e, const int* t, float* h, int d) { pf_embed(e, t, h, d); }
+extern "C" __global__ void pf_embed_bf16(const __nv_bfloat16* e, const int* t, float* h, int d) { pf_embed(e, t, h, d); }
+
+// RMSNorm of row blockIdx.x (1024 threads per row), as `rmsnorm`.
+extern "C" __global__ void __launch_bounds__(1024) pf_rmsnorm_f16(const float* h, const float* w, __half* out, float* out32, int d, float eps) {
+    const size_t o = (size_t)blockIdx.x * d;
+    rmsnorm(h + o, w, out + o, out32 ? out32 + o : nullptr, d, eps);
+}
+extern "C" __global__ void __launch_bounds__(1024) pf_rmsnorm_bf16(const float* h, const float* w, __nv_bfloat16* out, float* out32, int d, float eps) {
+    const size_t o = (size_t)blockIdx.x * d;
+    rmsnorm(h + o, w, out + o, out32 ? out32 + o : nullptr, d, eps);
+}
+
+// RoPE + KV append of row t at position pos0 + t; nh + 2 nkv blocks per row, as `rope_kv`.
+template <typename T>
+__device__ void pf_rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, int pos0, int nh, int nkv, int hd) {
+    const int nb = nh + 2 * nkv, t = blockIdx.x / nb;
+    rope_kv_at(qkv + (size_t)t * nb * hd, inv_freq, kc, vc, pos0 + t, nh, nkv, hd, blockIdx.x % nb);
+}
+extern "C" __global__ void pf_rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, int pos0, int nh, int nkv, int hd) { pf_rope_kv(qkv, f, kc, vc, pos0, nh, nkv, hd); }
+extern "C" __global__ void pf_rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, int pos0, int nh, int nkv, int hd) { pf_rope_kv(qkv, f, kc, vc, pos0, nh, nkv, hd); }
+
+// Causal attention of row t (position pos[t]) over the cache (the rows' k, v already appended);
+// nh blocks per row, as `attn_decode` (no selection: the prefill selects in `pf_select`).
+template <typename T>
+__device__ void pf_attn(const T* qkv, const T* kc, const T* vc, T* out, float* out32, const int* pos, int nh, int nkv,
+                        int hd, float scale) {
+    const int t = blockIdx.x / nh, dim = nh * hd;
+    const size_t qd = (size_t)(nh + 2 * nkv) * hd;
+    attn_decode<T, false>(qkv + t * qd, const_cast<T*>(kc), const_cast<T*>(vc), out + (size_t)t * dim,
+                          out32 ? out32 + (size_t)t * dim : nullptr, pos + t, nh, nkv, hd, scale, SelArgs{},
+                          nullptr, nullptr, blockIdx.x % nh);
+}
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_f16(const __half* qkv, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_bf16(const __nv_bfloat16* qkv, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale); }
+
+// out[t, i] = silu(gu[t, i]) * gu[t, f + i] for rows * f elements (gate-up rows of 2 f).
+template <typename T> __device__ void pf_silu(const T* gu, T* out, float* out32, int f, int rows) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * f) return;
+    const size_t t = i / f, j = i % f;
+    float g = Dt<T>::to_f(gu[t * 2 * f + j]), u = Dt<T>::to_f(gu[t * 2 * f + f + j]);
+    float v = g / (1.f + expf(-g)) * u;
+    out[i] = Dt<T>::from_f(v);
+    if (out32) out32[i] = v;
+}
+extern "C" __global__ void pf_silu_f16(const __half* gu, __half* out, float* o32, int f, int rows) { pf_silu(gu, out, o32, f, rows); }
+extern "C" __global__ void pf_silu_bf16(const __nv_bfloat16* gu, __nv_bfloat16* out, float* o32, int f, int rows) { pf_silu(gu, out, o32, f, rows); }
+
+// The end of one linear of the prefill: v = y32[t, j] (+ comp[t, j]) (+ bias[j]) for rows * n
+// elements, stored in the activation dtype at out[t * ldo + j] or added to the f32 residual
+// stream h[t * n + j] (out == nullptr), as the decode step's GEMV does with its f32 result.
+template <typename T>
+__device__ void pf_finish(const float* y32, const float* comp, const float* bias, int n, int rows, T* out, int ldo,
+                          float* h) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * n) return;
+    const size_t t = i / n, j = i % n;
+    float v = y32[i];
+    if (comp) v += comp[i];
+    if (bias) v += bias[j];
+    if (out)
+        out[t * ldo + j] = Dt<T>::from_f(v);
+    else
+        h[i] += v;
+}
+extern "C" __global__ void pf_finish_f16(const float* y, const float* c, const float* b, int n, int rows, __half* out, int ldo, float* h) { pf_finish(y, c, b, n, rows, out, ldo, h); }
+extern "C" __global__ void pf_finish_bf16(const float* y, const float* c, const float* b, int n, int rows, __nv_bfloat16* out, int ldo, float* h) { pf_finish(y, c, b, n, rows, out, ldo, h); }
 
 // ---------------------------------------------------------------------------------------------
 // Benchmark / synthetic-model helpers

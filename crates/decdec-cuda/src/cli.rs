@@ -127,6 +127,11 @@ pub struct GpuTestArgs {
     /// The same for bf16 activations (8-bit mantissas: the GPU's linear inputs are coarser).
     #[arg(long, default_value_t = 5e-3)]
     pub ppl_tol_bf16: f64,
+    /// bf16 with compensation: the bf16 drift of the hidden state moves channels across bucket
+    /// floors, and each such flip adds or drops a whole residual row (measured on stories260K at
+    /// k_chunk 64: 1.2e-3 to 6.2e-3 over the batched and token-by-token paths).
+    #[arg(long, default_value_t = 1e-2)]
+    pub ppl_tol_bf16_dec: f64,
 }
 
 pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
@@ -144,6 +149,8 @@ pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
             for row in crate::parity::run(dir, &text, a.ctx, a.chunks, a.k_chunk, dt)? {
                 let tol = if row.variant.contains("rerun") {
                     0.0
+                } else if dt == Dtype::Bf16 && row.variant.contains("DEC") {
+                    a.ppl_tol_bf16_dec
                 } else if dt == Dtype::Bf16 {
                     a.ppl_tol_bf16
                 } else {
@@ -190,6 +197,12 @@ pub struct BenchDecodeArgs {
     /// Tokens decoded per measurement.
     #[arg(long, default_value_t = 256)]
     pub tokens: usize,
+    /// Prompt tokens of the batched-prefill measurement (0 = skip it).
+    #[arg(long, default_value_t = 512)]
+    pub prompt: usize,
+    /// Tokens per batched prefill chunk (<= 1: the prompt runs token by token).
+    #[arg(long = "prefill-chunk", default_value_t = 512)]
+    pub prefill_chunk: usize,
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: DtypeArg,
     /// DEC blocks per compensated GEMV.
@@ -218,6 +231,8 @@ pub struct DecodeRow {
     pub weight_gbps: f64,
     pub residual_kb_per_token: f64,
     pub slowdown_vs_no_dec: Option<f64>,
+    /// prompt tokens per second of the batched prefill (`--prompt` tokens, logits of the last)
+    pub prefill_tokens_per_s: Option<f64>,
 }
 
 pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
@@ -239,8 +254,9 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
     }
     let opts = CudaOptions {
         dtype: a.dtype.into(),
-        max_seq: (a.tokens + 32).next_power_of_two().max(256),
+        max_seq: (a.tokens.max(a.prompt) + 32).next_power_of_two().max(256),
         n_dec: a.n_dec,
+        prefill_chunk: a.prefill_chunk,
     };
     let mut engine = if let Some(name) = a.model.strip_prefix("synthetic:") {
         if ![3, 4, 16].contains(&a.bits) {
@@ -271,6 +287,25 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         };
         engine.set_k_chunks([on("qkv"), on("o"), on("gu"), on("d")]);
         engine.set_dec(k > 0);
+        // prefill: a warm-up (buffers, cuBLAS) and the median of 3 timed runs from position 0
+        let prefill_tps = if a.prompt > 0 {
+            let vocab = engine.dims().vocab;
+            let prompt: Vec<u32> = (0..a.prompt)
+                .map(|i| ((i * 7919 + 13) % vocab) as u32)
+                .collect();
+            let mut times = Vec::new();
+            for rep in 0..4 {
+                engine.truncate(0);
+                let t0 = std::time::Instant::now();
+                engine.forward(&prompt, decdec_model::model::Logits::Last)?;
+                if rep > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            Some(a.prompt as f64 / crate::gpu::median(&times))
+        } else {
+            None
+        };
         // warm-up (graph capture, clocks), then the measured run from position 0
         engine.truncate(0);
         engine.greedy_steps(1, 16.min(a.tokens))?;
@@ -294,15 +329,19 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             weight_gbps: engine.weight_bytes_per_step() as f64 * tps / 1e9,
             residual_kb_per_token: engine.residual_bytes_per_step() as f64 / 1024.0,
             slowdown_vs_no_dec: base_tps.map(|b| b / tps),
+            prefill_tokens_per_s: prefill_tps,
         };
         println!(
-            "k_chunk {:>3}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}",
+            "k_chunk {:>3}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}{}",
             k,
             row.tokens_per_s,
             row.ms_per_token,
             row.weight_gbps,
             row.residual_kb_per_token,
-            row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default()
+            row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default(),
+            row.prefill_tokens_per_s
+                .map(|p| format!("  prefill {p:.0} tokens/s ({} prompt tokens)", a.prompt))
+                .unwrap_or_default()
         );
         rows.push(row);
     }

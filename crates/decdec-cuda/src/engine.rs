@@ -3,8 +3,12 @@
 //! One decode step (embedding -> every layer -> final norm -> logits -> argmax) is captured once as a
 //! CUDA graph and replayed per token; token and position come from mapped pinned host memory (or from
 //! the previous step's argmax, for greedy benchmark loops), so a replay needs no other host work.
-//! Prompts and perplexity chunks run through the same step token by token, so error compensation is
-//! applied per position exactly as on the CPU.
+//! Prompts and perplexity chunks of more than one token run as a batched prefill (`prefill`:
+//! dequantize + cuBLAS GEMM per linear, error compensation still per position as on the CPU); with
+//! `CudaOptions::prefill_chunk` <= 1 (or weights the prefill cannot dequantize) they go through the
+//! decode step token by token.
+
+mod prefill;
 
 use anyhow::{anyhow, bail, Context, Result};
 use decdec_core::quant::{LutQuant, QuantWeight, UniformQuant};
@@ -28,6 +32,8 @@ pub struct CudaOptions {
     pub max_seq: usize,
     /// DEC blocks per compensated GEMV launch (fused design).
     pub n_dec: usize,
+    /// Tokens per batched prefill chunk (<= 1: prompts run token by token through the decode step).
+    pub prefill_chunk: usize,
 }
 
 impl Default for CudaOptions {
@@ -36,6 +42,7 @@ impl Default for CudaOptions {
             dtype: Dtype::F16,
             max_seq: 4096,
             n_dec: 64,
+            prefill_chunk: 512,
         }
     }
 }
@@ -139,6 +146,8 @@ pub struct CudaEngine {
     host_tp: HostMapped,
     graph: Option<Graph>,
     graph_feedback: Option<Graph>,
+    /// buffers of the batched prefill (allocated on first use)
+    prefill: Option<prefill::PrefillBufs>,
     pos: usize,
     dec_enabled: bool,
     rows_per_step: u64,
@@ -518,6 +527,7 @@ impl CudaEngine {
             host_tp,
             graph: None,
             graph_feedback: None,
+            prefill: None,
             pos: 0,
             dec_enabled: true,
             rows_per_step: 0,
@@ -1011,6 +1021,9 @@ impl Engine for CudaEngine {
                 self.pos + tokens.len(),
                 self.opts.max_seq
             );
+        }
+        if tokens.len() > 1 && self.prefill_supported() {
+            return self.prefill(tokens, logits);
         }
         let mut out = Vec::new();
         for (i, &t) in tokens.iter().enumerate() {

@@ -15,6 +15,8 @@ use crate::kargs;
 use crate::linear::{DecMode, GpuLinear, OutMode, Schedule, SelArgs};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
 
+mod prefill;
+
 /// A CPU twin `y = W x` of one linear.
 type CpuGemv = dyn Fn(&[f32], &mut [f32]);
 
@@ -436,7 +438,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
     }
 
     // ---------------- prefill: dequantize + cuBLAS GEMM ----------------
-    for &(k, n, t) in &[(576usize, 200usize, 5usize), (1000, 64, 3)] {
+    for &(k, n, t) in &[(576usize, 200usize, 5usize), (1000, 64, 3), (300, 40, 2)] {
         for (lut, bits) in [(false, 3u32), (false, 4), (true, 3), (true, 4)] {
             for dt in dts {
                 let (lin, twin): (GpuLinear, Box<CpuGemv>) = if lut {
@@ -647,9 +649,10 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
         }
     }
 
-    // ---------------- decoder-step ops ----------------
+    // ---------------- decoder-step ops, and their batched prefill twins ----------------
     for dt in dts {
         ops_checks(gpu, dt, &mut rng, &mut rep)?;
+        prefill::prefill_checks(gpu, dt, &mut rng, &mut rep)?;
     }
     Ok(rep)
 }

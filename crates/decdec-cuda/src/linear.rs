@@ -701,7 +701,7 @@ impl GpuLinear {
         unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
     }
 
-    fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
+    pub(crate) fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
         let d = self
             .dec
             .as_ref()
@@ -911,9 +911,15 @@ impl GpuLinear {
         unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
     }
 
+    /// Whether [`GpuLinear::dequantize_into`] handles this weight (the batched prefill's GEMMs).
+    pub fn can_dequantize(&self) -> bool {
+        self.format == Format::Lut || self.shape.group_size == 128
+    }
+
     /// Dequantize into a dense row-major `[N][K]` activation-dtype matrix at `out` (prefill).
     /// Uniform g128 and LUT weights.
-    pub fn dequantize_into(&self, gpu: &Gpu, dt: Dtype, out: u64) -> Result<()> {
+    /// With `lo != 0` the remainder `w - out` goes there too (see [`gemm_xwt_split`]).
+    pub fn dequantize_into(&self, gpu: &Gpu, dt: Dtype, out: u64, lo: u64) -> Result<()> {
         let name = match self.format {
             Format::Uniform if self.shape.group_size == 128 => {
                 format!("dequant_u{}_g128_{}", self.shape.bits, dt.suffix())
@@ -935,7 +941,7 @@ impl GpuLinear {
                 self.shape.n_tiles as u32,
                 NTHREADS,
                 smem,
-                kargs![&g, &out],
+                kargs![&g, &out, &lo],
             )
         }
     }
@@ -952,7 +958,7 @@ impl GpuLinear {
         tokens: usize,
         scratch: u64,
     ) -> Result<()> {
-        self.dequantize_into(gpu, dt, scratch)?;
+        self.dequantize_into(gpu, dt, scratch, 0)?;
         gemm_xwt(gpu, dt, x, scratch, y, tokens, self.shape.k, self.shape.n)
     }
 
@@ -1015,6 +1021,45 @@ pub fn gemm_xwt(
     k: usize,
     n: usize,
 ) -> Result<()> {
+    gemm_xwt_to(gpu, dt, x, w, y, t, k, n, false, false)
+}
+
+/// `y[t, n] = sum_k x[t, k] * (w_hi + w_lo)[n, k]` in f32: the weight split in two activation-dtype
+/// parts ([`GpuLinear::dequantize_into`] with `lo`), two GEMMs into the same f32 output. The
+/// prefill's linears: w_hi alone would round every weight to the activation dtype, which the
+/// decode step's GEMV never does.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_xwt_split(
+    gpu: &Gpu,
+    dt: Dtype,
+    x: u64,
+    w_hi: u64,
+    w_lo: u64,
+    y32: u64,
+    t: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    gemm_xwt_to(gpu, dt, x, w_hi, y32, t, k, n, true, false)?;
+    gemm_xwt_to(gpu, dt, x, w_lo, y32, t, k, n, true, true)
+}
+
+/// As [`gemm_xwt`]; with `y_f32` the result is stored in f32 (prefill: compensation, bias and the
+/// residual-stream add come after, on the unrounded sums, as in the decode step's GEMV); with
+/// `accumulate` it is added to y.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_xwt_to(
+    gpu: &Gpu,
+    dt: Dtype,
+    x: u64,
+    w: u64,
+    y: u64,
+    t: usize,
+    k: usize,
+    n: usize,
+    y_f32: bool,
+    accumulate: bool,
+) -> Result<()> {
     use cudarc::cublas::sys as cb;
     let h = gpu
         .cublas
@@ -1023,7 +1068,7 @@ pub fn gemm_xwt(
         Dtype::F16 => cb::cudaDataType::CUDA_R_16F,
         Dtype::Bf16 => cb::cudaDataType::CUDA_R_16BF,
     };
-    let (alpha, beta) = (1f32, 0f32);
+    let (alpha, beta) = (1f32, if accumulate { 1f32 } else { 0f32 });
     // column-major view: Y^T (n x t) = W (k x n)^T * X^T (k x t)
     unsafe {
         cudarc::cublas::result::gemm_ex(
@@ -1042,7 +1087,11 @@ pub fn gemm_xwt(
             k as i32,
             &beta as *const f32 as *const std::ffi::c_void,
             y as *mut std::ffi::c_void,
-            ty,
+            if y_f32 {
+                cb::cudaDataType::CUDA_R_32F
+            } else {
+                ty
+            },
             n as i32,
             cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
