@@ -481,19 +481,102 @@ __device__ void pf_rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, int pos0
 extern "C" __global__ void pf_rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, int pos0, int nh, int nkv, int hd) { pf_rope_kv(qkv, f, kc, vc, pos0, nh, nkv, hd); }
 extern "C" __global__ void pf_rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, int pos0, int nh, int nkv, int hd) { pf_rope_kv(qkv, f, kc, vc, pos0, nh, nkv, hd); }
 
-// Causal attention of row t (position pos[t]) over the cache (the rows' k, v already appended);
-// nh blocks per row, as `attn_decode` (no selection: the prefill selects in `pf_select`).
+// Causal attention of rows r0.. (row t at position pos0 + t, its k, v already appended), flash
+// style: a block takes one query head and PF_ROWS consecutive rows (2 per warp) and walks the
+// cache in tiles of PF_KT positions staged in shared memory (f32), shared by its rows; per row an
+// online softmax in f32 (running max and sum, fixed order: deterministic). Lane l owns output
+// dims l, l + 32, ... (hd <= 256). The decode-step kernel would read the whole cache once per
+// (head, row): 34 ms of a 70 ms 512-token prefill on the H200 (docs/performance.md).
+#define PF_ROWS 16
+#define PF_KT 64
 template <typename T>
-__device__ void pf_attn(const T* qkv, const T* kc, const T* vc, T* out, float* out32, const int* pos, int nh, int nkv,
-                        int hd, float scale) {
-    const int t = blockIdx.x / nh, dim = nh * hd;
+__device__ void pf_attn(const T* qkv, const T* kc, const T* vc, T* out, float* out32, int pos0, int rows, int nh,
+                        int nkv, int hd, float scale) {
+    extern __shared__ float sm[];
+    const int ntile = (rows + PF_ROWS - 1) / PF_ROWS;
+    // the longest tiles (last rows) first
+    const int h = blockIdx.x % nh, tile = ntile - 1 - blockIdx.x / nh;
+    const int kvh = h / (nh / nkv);
+    const int r0 = tile * PF_ROWS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t qd = (size_t)(nh + 2 * nkv) * hd;
-    attn_decode<T, false>(qkv + t * qd, const_cast<T*>(kc), const_cast<T*>(vc), out + (size_t)t * dim,
-                          out32 ? out32 + (size_t)t * dim : nullptr, pos + t, nh, nkv, hd, scale, SelArgs{},
-                          nullptr, nullptr, blockIdx.x % nh);
+    const int dim = nh * hd;
+    float* qs = sm;                          // [PF_ROWS][hd]
+    float* ks = qs + PF_ROWS * hd;           // [PF_KT][hd + 1]
+    float* vs = ks + PF_KT * (hd + 1);       // [PF_KT][hd]
+    for (int i = threadIdx.x; i < PF_ROWS * hd; i += blockDim.x) {
+        const int r = i / hd, d = i % hd;
+        qs[i] = (r0 + r < rows) ? Dt<T>::to_f(qkv[(size_t)(r0 + r) * qd + h * hd + d]) : 0.f;
+    }
+    const int last = pos0 + min(r0 + PF_ROWS, rows) - 1;  // last position any row of the tile sees
+    float m[2], l[2], acc[2][8];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        m[i] = __int_as_float(0xff800000);
+        l[i] = 0.f;
+#pragma unroll
+        for (int u = 0; u < 8; u++) acc[i][u] = 0.f;
+    }
+    for (int j0 = 0; j0 <= last; j0 += PF_KT) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < PF_KT * hd; i += blockDim.x) {
+            const int jj = i / hd, d = i % hd, j = j0 + jj;
+            const size_t o = ((size_t)j * nkv + kvh) * hd + d;
+            ks[jj * (hd + 1) + d] = j <= last ? Dt<T>::to_f(kc[o]) : 0.f;
+            vs[jj * hd + d] = j <= last ? Dt<T>::to_f(vc[o]) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int r = 2 * warp + i;
+            const int p = pos0 + r0 + r;  // this row's position
+            if (r0 + r >= rows || p < j0) continue;
+            const float* q = qs + r * hd;
+            float s0 = 0.f, s1 = 0.f;
+            for (int d = 0; d < hd; d++) {
+                s0 = fmaf(q[d], ks[lane * (hd + 1) + d], s0);
+                s1 = fmaf(q[d], ks[(lane + 32) * (hd + 1) + d], s1);
+            }
+            s0 = (j0 + lane <= p) ? s0 * scale : __int_as_float(0xff800000);
+            s1 = (j0 + lane + 32 <= p) ? s1 * scale : __int_as_float(0xff800000);
+            const float mn = fmaxf(m[i], warp_max(fmaxf(s0, s1)));
+            const float corr = expf(m[i] - mn);
+            const float e0 = expf(s0 - mn), e1 = expf(s1 - mn);
+            l[i] = l[i] * corr + warp_sum(e0 + e1);
+            m[i] = mn;
+#pragma unroll
+            for (int u = 0; u < 8; u++) acc[i][u] *= corr;
+            const int nj = min(PF_KT, p - j0 + 1);
+            for (int jj = 0; jj < nj; jj++) {
+                const float pj = __shfl_sync(0xffffffffu, jj < 32 ? e0 : e1, jj & 31);
+                const float* v = vs + jj * hd;
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    const int d = lane + 32 * u;
+                    if (d < hd) acc[i][u] = fmaf(pj, v[d], acc[i][u]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = 2 * warp + i;
+        if (r0 + r >= rows) continue;
+        const float inv = 1.f / l[i];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int d = lane + 32 * u;
+            if (d < hd) {
+                const float o = acc[i][u] * inv;
+                const size_t oi = (size_t)(r0 + r) * dim + h * hd + d;
+                out[oi] = Dt<T>::from_f(o);
+                if (out32) out32[oi] = o;
+            }
+        }
+    }
 }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_f16(const __half* qkv, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_bf16(const __nv_bfloat16* qkv, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_f16(const __half* qkv, const __half* kc, const __half* vc, __half* out, float* o32, int pos0, int rows, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, pos0, rows, nh, nkv, hd, scale); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_bf16(const __nv_bfloat16* qkv, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, int pos0, int rows, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, pos0, rows, nh, nkv, hd, scale); }
 
 // out[t, i] = silu(gu[t, i]) * gu[t, f + i] for rows * f elements (gate-up rows of 2 f).
 template <typename T> __device__ void pf_silu(const T* gu, T* out, float* out32, int f, int rows) {

@@ -9,6 +9,7 @@
 //! decode step token by token.
 
 mod prefill;
+pub use prefill::{pf_attn_smem, PF_ROWS};
 
 use anyhow::{anyhow, bail, Context, Result};
 use decdec_core::quant::{LutQuant, QuantWeight, UniformQuant};
@@ -176,9 +177,10 @@ fn sel_in_gemv(group: &str) -> bool {
 }
 
 /// `DECDEC_ABLATE_SKIP=norm,attn,silu`: leave those launches out of the decode step; `sel`: the
-/// producers of x do not select (the DEC blocks fetch the rows of a stale selection). Timing
+/// producers of x do not select (the DEC blocks fetch the rows of a stale selection); `pf_attn`,
+/// `pf_dequant`, `pf_gemm`: leave those out of the batched prefill. Timing
 /// ablations only: the results are wrong; never set outside `bench decode`.
-fn ablate_skip(what: &str) -> bool {
+pub(crate) fn ablate_skip(what: &str) -> bool {
     std::env::var("DECDEC_ABLATE_SKIP")
         .map(|v| v.split(',').any(|w| w == what))
         .unwrap_or(false)

@@ -12,16 +12,23 @@
 use anyhow::{anyhow, bail, Result};
 use decdec_model::model::Logits;
 
-use super::{CudaEngine, Proj, ProjKind};
+use super::{ablate_skip, CudaEngine, Proj, ProjKind};
 use crate::gpu::DevBuf;
 use crate::kargs;
 use crate::linear::{dec_total_rows, gemm_xwt_split, gemm_xwt_to, SelArgs};
+
+/// Query rows per block of `pf_attn` (kernels/ops.cu `PF_ROWS`).
+pub const PF_ROWS: usize = 16;
+
+/// Dynamic shared memory of `pf_attn`: the block's queries and one tile of 64 keys and values (f32).
+pub fn pf_attn_smem(head_dim: usize) -> u32 {
+    ((PF_ROWS * head_dim + 64 * (head_dim + 1) + 64 * head_dim) * 4) as u32
+}
 
 /// Device buffers of the prefill, sized for `rows` tokens per chunk.
 pub(super) struct PrefillBufs {
     rows: usize,
     toks: DevBuf,
-    poss: DevBuf,
     /// residual stream, f32 [rows][hidden]
     h: DevBuf,
     /// GEMM input, activation dtype [rows][max_k], and its f32 copy (selection, compensation)
@@ -91,7 +98,6 @@ impl CudaEngine {
         self.prefill = Some(PrefillBufs {
             rows,
             toks: g.alloc(rows * 4)?,
-            poss: g.alloc(rows * 4)?,
             h: g.alloc(rows * d.hidden * 4)?,
             x: act(rows * max_k)?,
             x32: g.alloc(rows * max_k * 4)?,
@@ -149,9 +155,7 @@ impl CudaEngine {
         let g = &self.gpu;
         let sfx = self.opts.dtype.suffix();
         let toks: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
-        let poss: Vec<i32> = (0..t).map(|i| (pos0 + i) as i32).collect();
         g.write(&b.toks, 0, &toks)?;
-        g.write(&b.poss, 0, &poss)?;
         let (hid, inter) = (d.hidden as i32, d.inter as i32);
         let (nh, nkv, hd) = (d.heads as i32, d.kv_heads as i32, d.head_dim as i32);
         let (pos0_i, rows_i) = (pos0 as i32, t as i32);
@@ -186,24 +190,27 @@ impl CudaEngine {
                         &hd
                     ],
                 )?;
-                g.launch(
-                    &format!("pf_attn_{sfx}"),
-                    (t * d.heads) as u32,
-                    256,
-                    (self.opts.max_seq * 4) as u32,
-                    kargs![
-                        &b.qkv.ptr,
-                        &l.kc.ptr,
-                        &l.vc.ptr,
-                        &b.attn.ptr,
-                        &b.x32.ptr,
-                        &b.poss.ptr,
-                        &nh,
-                        &nkv,
-                        &hd,
-                        &scale
-                    ],
-                )?;
+                if !ablate_skip("pf_attn") {
+                    g.launch(
+                        &format!("pf_attn_{sfx}"),
+                        (t.div_ceil(PF_ROWS) * d.heads) as u32,
+                        256,
+                        pf_attn_smem(d.head_dim),
+                        kargs![
+                            &b.qkv.ptr,
+                            &l.kc.ptr,
+                            &l.vc.ptr,
+                            &b.attn.ptr,
+                            &b.x32.ptr,
+                            &pos0_i,
+                            &rows_i,
+                            &nh,
+                            &nkv,
+                            &hd,
+                            &scale
+                        ],
+                    )?;
+                }
             }
             self.pf_linear(b, &l.o, b.attn.ptr, t, Dest::AddH(b.h.ptr), None)?;
             self.pf_norm(b, l.post_norm.ptr, t)?;
@@ -303,11 +310,17 @@ impl CudaEngine {
         match &p.kind {
             ProjKind::Quant(lin) => {
                 let (hi, lo) = (b.wscratch.ptr, b.wscratch_lo.ptr);
-                lin.dequantize_into(g, dt, hi, lo)?;
-                gemm_xwt_split(g, dt, x, hi, lo, b.y32.ptr, t, p.k, p.n)?;
+                if !ablate_skip("pf_dequant") {
+                    lin.dequantize_into(g, dt, hi, lo)?;
+                }
+                if !ablate_skip("pf_gemm") {
+                    gemm_xwt_split(g, dt, x, hi, lo, b.y32.ptr, t, p.k, p.n)?;
+                }
             }
             ProjKind::Dense(w) => {
-                gemm_xwt_to(g, dt, x, w.ptr, b.y32.ptr, t, p.k, p.n, true, false)?
+                if !ablate_skip("pf_gemm") {
+                    gemm_xwt_to(g, dt, x, w.ptr, b.y32.ptr, t, p.k, p.n, true, false)?
+                }
             }
         }
         let mut comp = 0u64;

@@ -10,6 +10,7 @@ use super::{
     randn, random_residual, random_uniform, read_act, rel_err, rref, thresholds_like, tol,
     upload_act, uref, Report,
 };
+use crate::engine::{pf_attn_smem, PF_ROWS};
 use crate::gpu::{Dtype, Gpu};
 use crate::kargs;
 use crate::linear::{dec_total_rows, gemm_xwt_split, DecStore, GpuLinear, SelArgs, SLICE_COLS};
@@ -100,6 +101,8 @@ pub(super) fn prefill_checks(
         (4, 2, 20, 0, 9),
         (32, 8, 128, 100, 4),
         (6, 6, 48, 30, 33),
+        (4, 2, 64, 150, 40),
+        (8, 2, 256, 60, 18),
     ] {
         let max_seq = 256;
         let qd = (nh + 2 * nkv) * hd;
@@ -113,8 +116,6 @@ pub(super) fn prefill_checks(
         let (kcb, mut kcr) = upload_act(gpu, dt, &kc_init)?;
         let (vcb, mut vcr) = upload_act(gpu, dt, &vc_init)?;
         let fb = gpu.upload(&inv_freq)?;
-        let poss: Vec<i32> = (0..t).map(|i| (pos0 + i) as i32).collect();
-        let pb = gpu.upload(&poss)?;
         let (nhi, nkvi, hdi, p0) = (nh as i32, nkv as i32, hd as i32, pos0 as i32);
         unsafe {
             gpu.launch(
@@ -165,14 +166,15 @@ pub(super) fn prefill_checks(
         let o32 = gpu.alloc(t * dim * 4)?;
         gpu.memset(&out, 0xff)?;
         gpu.memset(&o32, 0xff)?;
+        let ti = t as i32;
         unsafe {
             gpu.launch(
                 &format!("pf_attn_{sfx}"),
-                (t * nh) as u32,
+                (t.div_ceil(PF_ROWS) * nh) as u32,
                 256,
-                (max_seq * 4) as u32,
+                pf_attn_smem(hd),
                 kargs![
-                    &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &o32.ptr, &pb.ptr, &nhi, &nkvi, &hdi,
+                    &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &o32.ptr, &p0, &ti, &nhi, &nkvi, &hdi,
                     &scale
                 ],
             )?
