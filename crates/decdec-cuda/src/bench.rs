@@ -305,7 +305,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
             if gpu.cublas.is_some() {
                 // one-row cuBLAS GEMM = the cuBLAS GEMV baseline
                 let r = time_graph(gpu, o.reps, |i| {
-                    crate::linear::gemm_xwt(
+                    crate::linear::gemm_xwt_to(
                         gpu,
                         dt,
                         xs.bufs[i].ptr,
@@ -314,6 +314,8 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                         1,
                         s.k,
                         s.n,
+                        false,
+                        false,
                     )
                 });
                 match r {

@@ -90,6 +90,108 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// Random inputs of an attention check: `rows` fused qkv rows, K/V caches of `max_seq` positions,
+/// RoPE frequencies (base 10000); device buffers with their activation-dtype-rounded values.
+struct AttnInputs {
+    qkv: Vec<f32>,
+    kc_init: Vec<f32>,
+    vc_init: Vec<f32>,
+    qkvb: DevBuf,
+    qkvr: Vec<f32>,
+    kcb: DevBuf,
+    kcr: Vec<f32>,
+    vcb: DevBuf,
+    vcr: Vec<f32>,
+    inv_freq: Vec<f32>,
+    fb: DevBuf,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attn_inputs(
+    gpu: &Gpu,
+    dt: Dtype,
+    rng: &mut StdRng,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    rows: usize,
+    max_seq: usize,
+) -> Result<AttnInputs> {
+    let inv_freq: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
+        .collect();
+    let qkv: Vec<f32> = (0..rows * (nh + 2 * nkv) * hd)
+        .map(|_| randn(rng))
+        .collect();
+    let kc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+    let vc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+    let (qkvb, qkvr) = upload_act(gpu, dt, &qkv)?;
+    let (kcb, kcr) = upload_act(gpu, dt, &kc_init)?;
+    let (vcb, vcr) = upload_act(gpu, dt, &vc_init)?;
+    let fb = gpu.upload(&inv_freq)?;
+    Ok(AttnInputs {
+        qkv,
+        kc_init,
+        vc_init,
+        qkvb,
+        qkvr,
+        kcb,
+        kcr,
+        vcb,
+        vcr,
+        inv_freq,
+        fb,
+    })
+}
+
+/// CPU twin of GQA attention: query rows `q` ([rows][nh * hd]), row r over cache positions
+/// 0..=pos[r] of `kc`/`vc` ([max_seq][nkv][hd]), scores scaled by 1/sqrt(hd).
+fn cpu_attention(
+    q: &[f32],
+    pos: &[usize],
+    kc: &[f32],
+    vc: &[f32],
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+) -> Vec<f32> {
+    let (dim, scale) = (nh * hd, 1.0 / (hd as f32).sqrt());
+    let mut out = vec![0f32; pos.len() * dim];
+    for (r, &p) in pos.iter().enumerate() {
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            let qh = &q[r * dim + h * hd..r * dim + (h + 1) * hd];
+            let mut s: Vec<f32> = (0..=p)
+                .map(|j| {
+                    (0..hd)
+                        .map(|i| qh[i] * kc[(j * nkv + kvh) * hd + i])
+                        .sum::<f32>()
+                        * scale
+                })
+                .collect();
+            decdec_core::ops::softmax(&mut s);
+            for i in 0..hd {
+                out[r * dim + h * hd + i] =
+                    (0..=p).map(|j| s[j] * vc[(j * nkv + kvh) * hd + i]).sum();
+            }
+        }
+    }
+    out
+}
+
+/// An activation-dtype output and the f32 copy the kernel wrote beside it, against one twin.
+fn add_act_and_f32(
+    rep: &mut Report,
+    label: String,
+    got: &[f32],
+    got32: &[f32],
+    want: &[f32],
+    dt: Dtype,
+) {
+    rep.add(format!("{label} (f32 copy)"), rel_err(got32, want), 1e-6);
+    rep.add(label, rel_err(got, want), tol(dt));
+}
+
 fn tol(dt: Dtype) -> f64 {
     match dt {
         Dtype::F16 => 2e-3,
@@ -681,16 +783,13 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             )?
         };
         let got = read_act(gpu, dt, &out, d)?;
-        rep.add(
+        add_act_and_f32(
+            rep,
             format!("rmsnorm d={d} {sfx}"),
-            rel_err(&got, &want),
-            tol(dt),
-        );
-        let got32: Vec<f32> = gpu.read(&o32)?;
-        rep.add(
-            format!("rmsnorm d={d} {sfx} (f32 copy)"),
-            rel_err(&got32, &want),
-            1e-6,
+            &got,
+            &gpu.read(&o32)?,
+            &want,
+            dt,
         );
     }
     // RoPE + KV append, attention (GQA)
@@ -702,16 +801,19 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         (4, 2, 20, 100),
     ] {
         let max_seq = 256;
-        let inv_freq: Vec<f32> = (0..hd / 2)
-            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
-            .collect();
-        let qkv: Vec<f32> = (0..(nh + 2 * nkv) * hd).map(|_| randn(rng)).collect();
-        let (qkvb, qkvr) = upload_act(gpu, dt, &qkv)?;
-        let kc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
-        let vc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
-        let (kcb, mut kcr) = upload_act(gpu, dt, &kc_init)?;
-        let (vcb, mut vcr) = upload_act(gpu, dt, &vc_init)?;
-        let fb = gpu.upload(&inv_freq)?;
+        let AttnInputs {
+            qkv,
+            kc_init,
+            vc_init,
+            qkvb,
+            qkvr,
+            kcb,
+            mut kcr,
+            vcb,
+            mut vcr,
+            inv_freq,
+            fb,
+        } = attn_inputs(gpu, dt, rng, nh, nkv, hd, 1, max_seq)?;
         let pb = gpu.upload(&[pos as i32])?;
         let (nhi, nkvi, hdi) = (nh as i32, nkv as i32, hd as i32);
         unsafe {
@@ -860,24 +962,7 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
                 0.0,
             );
         }
-        let mut want = vec![0f32; nh * hd];
-        for h in 0..nh {
-            let kvh = h / (nh / nkv);
-            let mut s: Vec<f32> = (0..=pos)
-                .map(|j| {
-                    (0..hd)
-                        .map(|i| got_q[h * hd + i] * kcr[(j * nkv + kvh) * hd + i])
-                        .sum::<f32>()
-                        * scale
-                })
-                .collect();
-            decdec_core::ops::softmax(&mut s);
-            for i in 0..hd {
-                want[h * hd + i] = (0..=pos)
-                    .map(|j| s[j] * vcr[(j * nkv + kvh) * hd + i])
-                    .sum();
-            }
-        }
+        let want = cpu_attention(&got_q, &[pos], &kcr, &vcr, nh, nkv, hd);
         rep.add(
             format!("attention nh={nh} nkv={nkv} hd={hd} len={} {sfx}", pos + 1),
             rel_err(&got, &want),

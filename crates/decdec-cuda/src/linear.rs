@@ -959,7 +959,18 @@ impl GpuLinear {
         scratch: u64,
     ) -> Result<()> {
         self.dequantize_into(gpu, dt, scratch, 0)?;
-        gemm_xwt(gpu, dt, x, scratch, y, tokens, self.shape.k, self.shape.n)
+        gemm_xwt_to(
+            gpu,
+            dt,
+            x,
+            scratch,
+            y,
+            tokens,
+            self.shape.k,
+            self.shape.n,
+            false,
+            false,
+        )
     }
 
     /// Bytes of weights (codes + parameters) one call streams from device memory.
@@ -1008,22 +1019,6 @@ pub fn fill_act(
     }
 }
 
-/// `y[t, n] = sum_k x[t, k] * w[n, k]` (row-major x `[t, k]`, w `[n, k]`, y `[t, n]`, activation
-/// dtype, f32 accumulation) through cuBLAS.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_xwt(
-    gpu: &Gpu,
-    dt: Dtype,
-    x: u64,
-    w: u64,
-    y: u64,
-    t: usize,
-    k: usize,
-    n: usize,
-) -> Result<()> {
-    gemm_xwt_to(gpu, dt, x, w, y, t, k, n, false, false)
-}
-
 /// `y[t, n] = sum_k x[t, k] * (w_hi + w_lo)[n, k]` in f32: the weight split in two activation-dtype
 /// parts ([`GpuLinear::dequantize_into`] with `lo`), two GEMMs into the same f32 output. The
 /// prefill's linears: w_hi alone would round every weight to the activation dtype, which the
@@ -1044,7 +1039,8 @@ pub fn gemm_xwt_split(
     gemm_xwt_to(gpu, dt, x, w_lo, y32, t, k, n, true, true)
 }
 
-/// As [`gemm_xwt`]; with `y_f32` the result is stored in f32 (prefill: compensation, bias and the
+/// `y[t, n] = sum_k x[t, k] * w[n, k]` (row-major x `[t, k]`, w `[n, k]`, y `[t, n]`, activation
+/// dtype, f32 accumulation) through cuBLAS; with `y_f32` the result is stored in f32 (prefill: compensation, bias and the
 /// residual-stream add come after, on the unrounded sums, as in the decode step's GEMV); with
 /// `accumulate` it is added to y.
 #[allow(clippy::too_many_arguments)]

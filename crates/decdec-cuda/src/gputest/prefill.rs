@@ -7,8 +7,8 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::{
-    randn, random_residual, random_uniform, read_act, rel_err, rref, thresholds_like, tol,
-    upload_act, uref, Report,
+    add_act_and_f32, attn_inputs, cpu_attention, randn, random_residual, random_uniform, read_act,
+    rel_err, rref, thresholds_like, tol, upload_act, uref, AttnInputs, Report,
 };
 use crate::engine::{pf_attn_smem, PF_ROWS};
 use crate::gpu::{Dtype, Gpu};
@@ -83,16 +83,13 @@ pub(super) fn prefill_checks(
                 kargs![&hb.ptr, &wb.ptr, &out.ptr, &o32.ptr, &di, &eps],
             )?
         };
-        rep.add(
+        add_act_and_f32(
+            rep,
             format!("prefill rmsnorm {t} rows d={d} {sfx}"),
-            rel_err(&read_act(gpu, dt, &out, t * d)?, &want),
-            tol(dt),
-        );
-        let got32: Vec<f32> = gpu.read(&o32)?;
-        rep.add(
-            format!("prefill rmsnorm {t} rows d={d} {sfx} (f32 copy)"),
-            rel_err(&got32, &want),
-            1e-6,
+            &read_act(gpu, dt, &out, t * d)?,
+            &gpu.read(&o32)?,
+            &want,
+            dt,
         );
     }
     // RoPE + KV append of t rows at pos0.., then causal attention of every row
@@ -106,16 +103,17 @@ pub(super) fn prefill_checks(
     ] {
         let max_seq = 256;
         let qd = (nh + 2 * nkv) * hd;
-        let inv_freq: Vec<f32> = (0..hd / 2)
-            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
-            .collect();
-        let qkv: Vec<f32> = (0..t * qd).map(|_| randn(rng)).collect();
-        let (qkvb, qkvr) = upload_act(gpu, dt, &qkv)?;
-        let kc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
-        let vc_init: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
-        let (kcb, mut kcr) = upload_act(gpu, dt, &kc_init)?;
-        let (vcb, mut vcr) = upload_act(gpu, dt, &vc_init)?;
-        let fb = gpu.upload(&inv_freq)?;
+        let AttnInputs {
+            qkvb,
+            qkvr,
+            kcb,
+            mut kcr,
+            vcb,
+            mut vcr,
+            inv_freq,
+            fb,
+            ..
+        } = attn_inputs(gpu, dt, rng, nh, nkv, hd, t, max_seq)?;
         let (nhi, nkvi, hdi, p0) = (nh as i32, nkv as i32, hd as i32, pos0 as i32);
         unsafe {
             gpu.launch(
@@ -179,28 +177,8 @@ pub(super) fn prefill_checks(
                 ],
             )?
         };
-        let mut want = vec![0f32; t * dim];
-        for r in 0..t {
-            let pos = pos0 + r;
-            for h in 0..nh {
-                let kvh = h / (nh / nkv);
-                let q = &got_q[r * dim + h * hd..r * dim + (h + 1) * hd];
-                let mut s: Vec<f32> = (0..=pos)
-                    .map(|j| {
-                        (0..hd)
-                            .map(|i| q[i] * kcr[(j * nkv + kvh) * hd + i])
-                            .sum::<f32>()
-                            * scale
-                    })
-                    .collect();
-                decdec_core::ops::softmax(&mut s);
-                for i in 0..hd {
-                    want[r * dim + h * hd + i] = (0..=pos)
-                        .map(|j| s[j] * vcr[(j * nkv + kvh) * hd + i])
-                        .sum();
-                }
-            }
-        }
+        let positions: Vec<usize> = (pos0..pos0 + t).collect();
+        let want = cpu_attention(&got_q, &positions, &kcr, &vcr, nh, nkv, hd);
         rep.add(
             format!(
                 "prefill causal attention {t} rows nh={nh} nkv={nkv} hd={hd} pos0={pos0} {sfx}"
