@@ -257,6 +257,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         max_seq: (a.tokens.max(a.prompt) + 32).next_power_of_two().max(256),
         n_dec: a.n_dec,
         prefill_chunk: a.prefill_chunk,
+        ..CudaOptions::default()
     };
     let mut engine = if let Some(name) = a.model.strip_prefix("synthetic:") {
         if ![3, 4, 16].contains(&a.bits) {
