@@ -3,10 +3,10 @@
 //! One decode step (embedding -> every layer -> final norm -> logits -> argmax) is captured once as a
 //! CUDA graph and replayed per token; token and position come from mapped pinned host memory (or from
 //! the previous step's argmax, for greedy benchmark loops), so a replay needs no other host work.
-//! Prompts and perplexity chunks of more than one token run as a batched prefill (`prefill`:
-//! dequantize + cuBLAS GEMM per linear, error compensation still per position as on the CPU); with
-//! `CudaOptions::prefill_chunk` <= 1 (or weights the prefill cannot dequantize) they go through the
-//! decode step token by token.
+//! Prompts and perplexity chunks of at least `CudaOptions::prefill_min` tokens run as a batched
+//! prefill (`prefill`: dequantize + cuBLAS GEMM per linear, error compensation still per position
+//! as on the CPU); shorter inputs, `prefill_chunk` <= 1 or weights the prefill cannot dequantize go
+//! through the decode step token by token.
 
 mod prefill;
 pub use prefill::{pf_attn_smem, PF_ROWS};
@@ -551,7 +551,7 @@ impl CudaEngine {
     /// time to first token does not include them.
     fn warm_up(&mut self) -> Result<()> {
         let n = self.opts.prefill_min.max(2);
-        if !self.prefill_supported() || n > self.opts.max_seq {
+        if !self.prefills(n) || n > self.opts.max_seq {
             return Ok(());
         }
         self.forward(&vec![0; n], Logits::Last)?;
@@ -1044,7 +1044,7 @@ impl Engine for CudaEngine {
                 self.opts.max_seq
             );
         }
-        if tokens.len() > 1 && tokens.len() >= self.opts.prefill_min && self.prefill_supported() {
+        if self.prefills(tokens.len()) {
             return self.prefill(tokens, logits);
         }
         let mut out = Vec::new();

@@ -481,6 +481,64 @@ impl GpuLinear {
         })
     }
 
+    /// Entries per row of the selection lists of [`GpuLinear::compensate_rows`]: k_chunk slots
+    /// per 1024-channel chunk (as the decode step's list).
+    pub fn sel_row_stride(&self, k_chunk: usize) -> usize {
+        self.shape.k.div_ceil(1024) * k_chunk
+    }
+
+    /// Compensation of `t` rows at once (the batched prefill), each as if decoded alone: row r's
+    /// salient channels selected from its f32 input `x32 + r K` into `sel_idx`/`sel_val + r
+    /// stride` (`pf_select`, stride [`GpuLinear::sel_row_stride`]), its residual rows gathered
+    /// into the f32 compensation `comp + r N` (`pf_dec_gather`). False, with nothing launched,
+    /// when the linear has no residuals or `k_chunk` selects no rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compensate_rows(
+        &self,
+        gpu: &Gpu,
+        x32: u64,
+        t: usize,
+        k_chunk: usize,
+        sel_idx: u64,
+        sel_val: u64,
+        comp: u64,
+    ) -> Result<bool> {
+        let Some(sa) = self.sel_args(k_chunk) else {
+            return Ok(false);
+        };
+        let sa = SelArgs {
+            sel_idx,
+            sel_val,
+            ..sa
+        };
+        let da = DecArgs {
+            sel_idx,
+            sel_val,
+            ..self.dec_args(k_chunk, 1)?
+        };
+        let (n, k) = (self.shape.n, self.shape.k);
+        let (n_i, k_i) = (n as i32, k as i32);
+        let stride = self.sel_row_stride(k_chunk) as i32;
+        let smem = Self::dec_smem(dec_total_rows(k, k_chunk)) as u32;
+        unsafe {
+            gpu.launch(
+                "pf_select",
+                (t * k.div_ceil(1024)) as u32,
+                NTHREADS,
+                0,
+                kargs![&x32, &k_i, &sa, &stride],
+            )?;
+            gpu.launch(
+                "pf_dec_gather",
+                (t * DecStore::n_slices(n)) as u32,
+                NTHREADS,
+                smem,
+                kargs![&da, &n_i, &k_i, &stride, &comp],
+            )?;
+        }
+        Ok(true)
+    }
+
     /// Ablation: read the residual from a device-memory copy (no PCIe) instead of pinned host memory.
     pub fn residual_on_device(&mut self, gpu: &Gpu, on: bool) -> Result<()> {
         let d = self

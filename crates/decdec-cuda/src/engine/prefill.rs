@@ -15,14 +15,17 @@ use decdec_model::model::Logits;
 use super::{ablate_skip, CudaEngine, Proj, ProjKind};
 use crate::gpu::DevBuf;
 use crate::kargs;
-use crate::linear::{dec_total_rows, gemm_xwt_split, gemm_xwt_to, SelArgs};
+use crate::linear::{gemm_xwt_split, gemm_xwt_to};
 
 /// Query rows per block of `pf_attn` (kernels/ops.cu `PF_ROWS`).
 pub const PF_ROWS: usize = 16;
 
-/// Dynamic shared memory of `pf_attn`: the block's queries and one tile of 64 keys and values (f32).
+/// Cache positions per shared-memory tile of `pf_attn` (kernels/ops.cu `PF_KT`).
+const PF_KT: usize = 64;
+
+/// Dynamic shared memory of `pf_attn`: the block's queries and one tile of keys and values (f32).
 pub fn pf_attn_smem(head_dim: usize) -> u32 {
-    ((PF_ROWS * head_dim + 64 * (head_dim + 1) + 64 * head_dim) * 4) as u32
+    ((PF_ROWS * head_dim + PF_KT * (head_dim + 1) + PF_KT * head_dim) * 4) as u32
 }
 
 /// Device buffers of the prefill, sized for `rows` tokens per chunk.
@@ -63,7 +66,7 @@ enum Dest {
 impl CudaEngine {
     /// Whether the batched prefill can run this model: every quantized weight must dequantize
     /// (uniform g128 or LUT); otherwise prompts run token by token through the decode step.
-    pub(super) fn prefill_supported(&self) -> bool {
+    fn prefill_supported(&self) -> bool {
         self.opts.prefill_chunk > 1
             && self.gpu.cublas.is_some()
             && self.layers.iter().all(|l| {
@@ -72,6 +75,11 @@ impl CudaEngine {
                     ProjKind::Dense(_) => true,
                 })
             })
+    }
+
+    /// Whether `n` input tokens go through the batched prefill (else the decode step).
+    pub(super) fn prefills(&self, n: usize) -> bool {
+        n >= self.opts.prefill_min.max(2) && self.prefill_supported()
     }
 
     fn ensure_prefill_bufs(&mut self, rows: usize, logit_rows: usize) -> Result<()> {
@@ -323,44 +331,19 @@ impl CudaEngine {
                 }
             }
         }
-        let mut comp = 0u64;
-        if let ProjKind::Quant(lin) = &p.kind {
-            let ktot = dec_total_rows(p.k, p.k_chunk);
-            if self.dec_enabled && p.k_chunk > 0 && lin.dec.is_some() && ktot > 0 {
-                let mut da = lin.dec_args(p.k_chunk, 1)?;
-                da.sel_idx = b.sel_idx.ptr;
-                da.sel_val = b.sel_val.ptr;
-                let sa = SelArgs {
-                    sel_idx: da.sel_idx,
-                    sel_val: da.sel_val,
-                    a: da.a,
-                    b: da.b,
-                    k_chunk: da.k_chunk,
-                };
-                let nchunks = p.k.div_ceil(1024);
-                let stride = (nchunks * p.k_chunk) as i32;
-                let (n_i, k_i) = (p.n as i32, p.k as i32);
-                let slices = crate::linear::DecStore::n_slices(p.n);
-                let smem = (8 * crate::linear::SLICE_COLS * 4 + ktot * 8) as u32;
-                unsafe {
-                    g.launch(
-                        "pf_select",
-                        (t * nchunks) as u32,
-                        256,
-                        0,
-                        kargs![&b.x32.ptr, &k_i, &sa, &stride],
-                    )?;
-                    g.launch(
-                        "pf_dec_gather",
-                        (t * slices) as u32,
-                        256,
-                        smem,
-                        kargs![&da, &n_i, &k_i, &stride, &b.comp.ptr],
-                    )?;
-                }
-                comp = b.comp.ptr;
-            }
-        }
+        let compensated = match &p.kind {
+            ProjKind::Quant(lin) if self.dec_enabled && p.k_chunk > 0 => lin.compensate_rows(
+                g,
+                b.x32.ptr,
+                t,
+                p.k_chunk,
+                b.sel_idx.ptr,
+                b.sel_val.ptr,
+                b.comp.ptr,
+            )?,
+            _ => false,
+        };
+        let comp = if compensated { b.comp.ptr } else { 0 };
         let (out, ldo, h) = match dest {
             Dest::Act { ptr, ld, col } => (ptr + (col * 2) as u64, ld as i32, 0u64),
             Dest::AddH(h) => (0u64, 0, h),

@@ -13,7 +13,7 @@ use super::{
 use crate::engine::{pf_attn_smem, PF_ROWS};
 use crate::gpu::{Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{dec_total_rows, gemm_xwt_split, DecStore, GpuLinear, SelArgs, SLICE_COLS};
+use crate::linear::{dec_total_rows, gemm_xwt_split, GpuLinear};
 
 /// hi + lo carries ~2 x the activation dtype's mantissa: 2^-22 (f16), 2^-16 (bf16) per weight.
 fn split_tol(dt: Dtype) -> f64 {
@@ -287,23 +287,19 @@ pub(super) fn prefill_checks(
         lin.dequantize_into(gpu, dt, w.ptr, wlo.ptr)?;
         gemm_xwt_split(gpu, dt, xb.ptr, w.ptr, wlo.ptr, y32.ptr, t, k, n)?;
         let ktot = dec_total_rows(k, k_chunk);
-        let nchunks = k.div_ceil(1024);
-        let stride = nchunks * k_chunk;
+        let stride = lin.sel_row_stride(k_chunk);
         let (si, sv) = (gpu.alloc(t * stride * 4)?, gpu.alloc(t * stride * 4)?);
         gpu.memset(&si, 0xff)?;
         let comp = gpu.alloc(t * n * 4)?;
         gpu.memset(&comp, 0xff)?;
-        let mut da = lin.dec_args(k_chunk, 1)?;
-        da.sel_idx = si.ptr;
-        da.sel_val = sv.ptr;
-        let sa = SelArgs {
-            sel_idx: si.ptr,
-            sel_val: sv.ptr,
-            a: da.a,
-            b: da.b,
-            k_chunk: k_chunk as i32,
-        };
-        let (ki, ni, ti, stride_i) = (k as i32, n as i32, t as i32, stride as i32);
+        let compensated =
+            lin.compensate_rows(gpu, x32.ptr, t, k_chunk, si.ptr, sv.ptr, comp.ptr)?;
+        rep.add(
+            format!("prefill compensation launched {t} rows k_chunk={k_chunk} {k} {sfx}"),
+            if compensated { 0.0 } else { 1.0 },
+            0.0,
+        );
+        let (ni, ti) = (n as i32, t as i32);
         // output: columns 5.. of a [t][n + 9] activation matrix
         let ld = n + 9;
         let out = gpu.alloc(t * ld * 2 + 16)?;
@@ -313,20 +309,6 @@ pub(super) fn prefill_checks(
         let hb = gpu.upload(&hrows)?;
         let (ldi, null) = (ld as i32, 0u64);
         unsafe {
-            gpu.launch(
-                "pf_select",
-                (t * nchunks) as u32,
-                256,
-                0,
-                kargs![&x32.ptr, &ki, &sa, &stride_i],
-            )?;
-            gpu.launch(
-                "pf_dec_gather",
-                (t * DecStore::n_slices(n)) as u32,
-                256,
-                (8 * SLICE_COLS * 4 + ktot * 8) as u32,
-                kargs![&da, &ni, &ki, &stride_i, &comp.ptr],
-            )?;
             gpu.launch(
                 &format!("pf_finish_{sfx}"),
                 (t * n).div_ceil(256) as u32,
