@@ -373,7 +373,7 @@ __device__ __forceinline__ void ring_take(const uint4* ring, const u32* sring, i
 // `wv`, its group scale words in `s0`, x of the chunk at `xc`). Uniform: the group scale is applied
 // in f32 per group into acc_g (row g) / acc_8 (row g+8); LUT: values are exact in the table, the
 // products accumulate in `cl` over all K.
-template <typename T, int BITS, bool LUT, int GSZ, typename Dec>
+template <typename T, int BITS, bool LUT, int GSZ, typename Dec, int MODE = 0>
 __device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0, const uint4* xc, float& acc_g,
                                           float& acc_8, float (&cl)[2][4]) {
     constexpr int GPC = CHUNK / GSZ;
@@ -390,9 +390,19 @@ __device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0
             const int s = gi * SPG + ls;
             const uint4 xv = xg[ls >> 1];
             u32 a[4];
-            decode_step<T, BITS>(dec, wv, s, a);
+            if constexpr (MODE == 4) {
+#pragma unroll
+                for (int R = 0; R < 4; R++) a[R] = wv[(4 * s + R) % (BITS == 4 ? 16 : 12)];
+            } else {
+                decode_step<T, BITS>(dec, wv, s, a);
+            }
             u32 b0 = (s & 1) ? xv.z : xv.x;
             u32 b1 = (s & 1) ? xv.w : xv.y;
+            if constexpr (MODE == 3) {
+                // ablation: decode without the tensor core (the results stay live through an xor)
+                cf[s & 1][0] = __uint_as_float(__float_as_uint(cf[s & 1][0]) ^ a[0] ^ a[1] ^ a[2] ^ a[3]);
+                continue;
+            }
             if constexpr (LUT) mma16816<T>(cl[s & 1], a[0], a[1], a[2], a[3], b0, b1);
             else mma16816<T>(cf[s & 1], a[0], a[1], a[2], a[3], b0, b1);
         }
@@ -407,7 +417,8 @@ __device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0
 // GEMV blocks: (8 / split) row tiles per block, `split` warps per tile share its chunks.
 // Weights (and the group scale words) are prefetched STAGES - 1 chunks ahead with cp.async.
 // ----------------------------------------------------------------------------------------------
-// MODE (ablation only): 0 normal, 1 loads only (no decode/mma), 2 compute only (no weight loads)
+// MODE (ablation only): 0 normal, 1 loads only (no decode/mma), 2 compute only (no weight loads),
+// 3 decode only (no weight loads, no mma), 4 mma only (no weight loads, no decode)
 template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
 __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* smem) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -454,7 +465,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     };
     // weights (and group scale words) of chunk c into stage st
     auto issue_w = [&](int c, int st) {
-        if (MODE != 2 && live && c < g.KC) {
+        if (MODE <= 1 && live && c < g.KC) {
 #pragma unroll
             for (int i = 0; i < U; i++) cp_async16(ring + (st * UX + i) * 32 + lane, qbase + (size_t)c * qstride + i * 32);
             if constexpr (!LUT) {
@@ -496,7 +507,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                 continue;
             }
             const uint4* xc = (g.xmode != 0 ? xs + c * (CHUNK / 8) : ring + (st * UX + U) * 32) + tq;
-            chunk_mma<T, BITS, LUT, GSZ>(dec, reinterpret_cast<const u32*>(w0), s0, xc, acc_g, acc_8, cl);
+            chunk_mma<T, BITS, LUT, GSZ, Dec, MODE>(dec, reinterpret_cast<const u32*>(w0), s0, xc, acc_g, acc_8, cl);
         }
     }
     cp_async_wait<0>();
@@ -824,6 +835,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f
     gemv_dec_kernel<__half, 3, false, 128, 2, 2>(g, d);
 }
 
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_decodeonly(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 3>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_decodeonly_s2(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 3, 2>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_mmaonly(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 4>(g, d);
+}
+extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_mmaonly_s2(GemvArgs g, DecArgs d) {
+    gemv_dec_kernel<__half, 3, false, 128, 4, 2>(g, d);
+}
 extern "C" __global__ void __launch_bounds__(NTHREADS, GEMV_MINB) gemv_u3_g128_f16_memonly_st3(GemvArgs g, DecArgs d) {
     gemv_stream_kernel<__half, 3, 128, 1, 3>(g, d);
 }

@@ -372,7 +372,7 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 let base = time_forward(gpu, o.reps, &lins, dt, &xs, &y_at, DecMode::Off)?;
                 rows.push(mk(label.clone(), s, base, bytes));
                 if format == Format::Uniform && bits == 3 && dt == Dtype::F16 {
-                    for variant in ["memonly", "computeonly"] {
+                    for variant in ["memonly", "computeonly", "decodeonly", "mmaonly"] {
                         let us = time_graph(gpu, o.reps, |i| {
                             lins[i % nc].forward_ablation(gpu, dt, xs.bufs[i].ptr, y_at(i), variant)
                         })?;

@@ -938,8 +938,9 @@ impl GpuLinear {
         }
     }
 
-    /// Ablation kernels of the 3-bit g128 f16 GEMV: `variant` = "memonly" (loads, no decode/mma)
-    /// or "computeonly" (decode/mma, no weight loads).
+    /// Ablation kernels of the 3-bit g128 f16 GEMV: `variant` = "memonly" (loads, no decode/mma),
+    /// "computeonly" (decode/mma, no weight loads), "decodeonly" (no loads, no mma) or "mmaonly"
+    /// (no loads, no decode; tile schedule only).
     pub fn forward_ablation(
         &self,
         gpu: &Gpu,
