@@ -619,6 +619,178 @@ __device__ void pf_attn(const T* qkv, const T* kc, const T* vc, T* out, float* o
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_f16(const __half* qkv, const __half* kc, const __half* vc, __half* out, float* o32, int pos0, int rows, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, pos0, rows, nh, nkv, hd, scale); }
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_bf16(const __nv_bfloat16* qkv, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, int pos0, int rows, int nh, int nkv, int hd, float scale) { pf_attn(qkv, kc, vc, out, o32, pos0, rows, nh, nkv, hd, scale); }
 
+// The same attention on the tensor cores for head_dim HD in {64, 128} (FlashAttention-2 style):
+// a block of 4 warps takes one query head and PF_TC_ROWS = 64 rows (16 per warp, Q held as mma A
+// fragments), walks the cache in tiles of 64 positions staged in shared memory (K and V as stored,
+// rows padded by 16 bytes so that ldmatrix spreads over the banks), S = Q K^T by mma.m16n8k16
+// with f32 accumulation (exact products, as the CPU's f32 dot), an online softmax in f32 per row
+// (running max and sum, the thread's partial sums reduced over its quad at the end), and O += P V
+// with P split into hi + lo activation-dtype parts (two mmas) so that the probabilities keep
+// ~2^-16 relative precision in bf16 too. Fixed order everywhere: deterministic.
+#define PF_TC_ROWS 64
+__device__ __forceinline__ void ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+// (lo, hi) -> one register of two activation-dtype values, and the rounding remainders' register
+template <typename T> __device__ __forceinline__ void split_pair(float a, float b, u32& hi, u32& lo) {
+    const T ha = Dt<T>::from_f(a), hb = Dt<T>::from_f(b);
+    const T la = Dt<T>::from_f(a - Dt<T>::to_f(ha)), lb = Dt<T>::from_f(b - Dt<T>::to_f(hb));
+    hi = (u32)(*reinterpret_cast<const unsigned short*>(&ha)) | ((u32)(*reinterpret_cast<const unsigned short*>(&hb)) << 16);
+    lo = (u32)(*reinterpret_cast<const unsigned short*>(&la)) | ((u32)(*reinterpret_cast<const unsigned short*>(&lb)) << 16);
+}
+template <typename T, int HD>
+__device__ void pf_attn_tc(const T* qkv, const T* kc, const T* vc, T* out, float* out32, int pos0, int rows, int nh,
+                           int nkv, float scale) {
+    constexpr int LD = HD + 8;  // shared row stride (elements)
+    __shared__ __align__(16) T ks[PF_KT * LD];
+    __shared__ __align__(16) T vs[PF_KT * LD];
+    const int ntile = (rows + PF_TC_ROWS - 1) / PF_TC_ROWS;
+    const int h = blockIdx.x % nh, tile = ntile - 1 - blockIdx.x / nh;  // the longest tiles first
+    const int kvh = h / (nh / nkv);
+    const int r0 = tile * PF_TC_ROWS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const size_t qd = (size_t)(nh + 2 * nkv) * HD;
+    const int wr0 = r0 + 16 * warp;  // the warp's first row
+    u32 qa[HD / 16][4];              // A fragments of the warp's 16 query rows
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int row = wr0 + g + 8 * (i & 1), col = 16 * kk + 2 * t + 8 * (i >> 1);
+            qa[kk][i] = row < rows ? *reinterpret_cast<const u32*>(qkv + (size_t)row * qd + h * HD + col) : 0u;
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
+    float m[2] = {__int_as_float(0xff800000), __int_as_float(0xff800000)}, l[2] = {0.f, 0.f};
+    const int last = pos0 + min(r0 + PF_TC_ROWS, rows) - 1;  // last position any row of the block sees
+    const bool wlive = wr0 < rows;
+    const int wlast = pos0 + min(wr0 + 16, rows) - 1;       // ... any row of this warp
+    const int pr[2] = {pos0 + wr0 + g, pos0 + wr0 + g + 8};   // positions of the lane's rows
+    for (int j0 = 0; j0 <= last; j0 += PF_KT) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < PF_KT * (HD / 8); i += blockDim.x) {
+            const int jj = i / (HD / 8), c = (i % (HD / 8)) * 8, j = j0 + jj;
+            uint4 kr = make_uint4(0, 0, 0, 0), vr = kr;
+            if (j <= last) {
+                const size_t off = ((size_t)j * nkv + kvh) * HD + c;
+                kr = *reinterpret_cast<const uint4*>(kc + off);
+                vr = *reinterpret_cast<const uint4*>(vc + off);
+            }
+            *reinterpret_cast<uint4*>(ks + jj * LD + c) = kr;
+            *reinterpret_cast<uint4*>(vs + jj * LD + c) = vr;
+        }
+        __syncthreads();
+        if (!wlive || j0 > wlast) continue;  // warp-uniform: the tile is past all of the warp's rows
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+            for (int nt = 0; nt < 8; nt += 2) {
+                u32 b0, b1, b2, b3;  // B fragments of position tiles nt, nt + 1 (K rows as stored)
+                ldsm_x4(b0, b1, b2, b3, ks + (8 * nt + (lane & 7) + (lane >> 4) * 8) * LD + 16 * kk + ((lane >> 3) & 1) * 8);
+                mma16816<T>(s[nt], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b0, b1);
+                mma16816<T>(s[nt + 1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b2, b3);
+            }
+        }
+        // scale, causal mask, online softmax (rows g and g + 8 of the warp; a quad shares a row)
+        float mx[2] = {__int_as_float(0xff800000), __int_as_float(0xff800000)};
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int j = j0 + 8 * nt + 2 * t + (e & 1), r = e >> 1;
+                const float v = j <= pr[r] ? s[nt][e] * scale : __int_as_float(0xff800000);
+                s[nt][e] = v;
+                mx[r] = fmaxf(mx[r], v);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mn = fmaxf(m[r], mx[r]);
+            corr[r] = expf(m[r] - mn);
+            m[r] = mn;
+            l[r] *= corr[r];
+        }
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn++) {
+            o[dn][0] *= corr[0];
+            o[dn][1] *= corr[0];
+            o[dn][2] *= corr[1];
+            o[dn][3] *= corr[1];
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[nt][e] = expf(s[nt][e] - m[e >> 1]);  // masked: exp(-inf) = 0
+                l[e >> 1] += s[nt][e];
+            }
+        }
+        // O += P V, 16 positions per step: P's A fragments come straight from the S accumulators
+#pragma unroll
+        for (int kp = 0; kp < 4; kp++) {
+            u32 ah[4], al[4];
+            split_pair<T>(s[2 * kp][0], s[2 * kp][1], ah[0], al[0]);
+            split_pair<T>(s[2 * kp][2], s[2 * kp][3], ah[1], al[1]);
+            split_pair<T>(s[2 * kp + 1][0], s[2 * kp + 1][1], ah[2], al[2]);
+            split_pair<T>(s[2 * kp + 1][2], s[2 * kp + 1][3], ah[3], al[3]);
+#pragma unroll
+            for (int dn = 0; dn < HD / 8; dn += 2) {
+                u32 b0, b1, b2, b3;  // B fragments of dim tiles dn, dn + 1 (V transposed by ldmatrix)
+                ldsm_x4_trans(b0, b1, b2, b3, vs + (16 * kp + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dn + (lane >> 4) * 8);
+                mma16816<T>(o[dn], ah[0], ah[1], ah[2], ah[3], b0, b1);
+                mma16816<T>(o[dn], al[0], al[1], al[2], al[3], b0, b1);
+                mma16816<T>(o[dn + 1], ah[0], ah[1], ah[2], ah[3], b2, b3);
+                mma16816<T>(o[dn + 1], al[0], al[1], al[2], al[3], b2, b3);
+            }
+        }
+    }
+    if (!wlive) return;
+    const int dim = nh * HD;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        const int row = wr0 + g + 8 * r;
+        if (row >= rows) continue;
+        const float inv = 1.f / l[r];
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn++) {
+            const float a = o[dn][2 * r] * inv, b = o[dn][2 * r + 1] * inv;
+            const size_t oi = (size_t)row * dim + h * HD + 8 * dn + 2 * t;
+            out[oi] = Dt<T>::from_f(a);
+            out[oi + 1] = Dt<T>::from_f(b);
+            if (out32) {
+                out32[oi] = a;
+                out32[oi + 1] = b;
+            }
+        }
+    }
+}
+#define PF_ATTN_TC_ENTRY(NAME, T, HD)                                                                              \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const T* qkv, const T* kc, const T* vc, T* out, float* o32, \
+                                                           int pos0, int rows, int nh, int nkv, int hd, float scale) { \
+        pf_attn_tc<T, HD>(qkv, kc, vc, out, o32, pos0, rows, nh, nkv, scale);                                          \
+    }
+PF_ATTN_TC_ENTRY(pf_attn_tc64_f16, __half, 64)
+PF_ATTN_TC_ENTRY(pf_attn_tc128_f16, __half, 128)
+PF_ATTN_TC_ENTRY(pf_attn_tc64_bf16, __nv_bfloat16, 64)
+PF_ATTN_TC_ENTRY(pf_attn_tc128_bf16, __nv_bfloat16, 128)
+
 // out[t, i] = silu(gu[t, i]) * gu[t, f + i] for rows * f elements (gate-up rows of 2 f).
 template <typename T> __device__ void pf_silu(const T* gu, T* out, float* out32, int f, int rows) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -34,7 +34,7 @@ pub fn source(name: &str) -> Result<String> {
 }
 
 /// Every `extern "C"` kernel defined in a source file (directly or through an entry macro,
-/// `GEMV_ENTRY*(name, ...)` / `DEQUANT_ENTRY(name, ...)`).
+/// `GEMV_ENTRY*(name, ...)` / `DEQUANT_ENTRY(name, ...)` / `PF_ATTN_TC_ENTRY(name, ...)`).
 pub fn kernel_names(name: &str) -> Vec<String> {
     let src = SOURCES
         .iter()
@@ -44,7 +44,9 @@ pub fn kernel_names(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in src.lines() {
         let l = line.trim_start();
-        let is_entry = (l.starts_with("GEMV_ENTRY") || l.starts_with("DEQUANT_ENTRY"))
+        let is_entry = (l.starts_with("GEMV_ENTRY")
+            || l.starts_with("DEQUANT_ENTRY")
+            || l.starts_with("PF_ATTN_TC_ENTRY"))
             && l.split('(').next().is_some_and(|m| {
                 m.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')

@@ -18,14 +18,52 @@ use crate::kargs;
 use crate::linear::{gemm_xwt_split, gemm_xwt_to};
 
 /// Query rows per block of `pf_attn` (kernels/ops.cu `PF_ROWS`).
-pub const PF_ROWS: usize = 16;
+const PF_ROWS: usize = 16;
 
 /// Cache positions per shared-memory tile of `pf_attn` (kernels/ops.cu `PF_KT`).
 const PF_KT: usize = 64;
 
 /// Dynamic shared memory of `pf_attn`: the block's queries and one tile of keys and values (f32).
-pub fn pf_attn_smem(head_dim: usize) -> u32 {
+fn pf_attn_smem(head_dim: usize) -> u32 {
     ((PF_ROWS * head_dim + PF_KT * (head_dim + 1) + PF_KT * head_dim) * 4) as u32
+}
+
+/// Query rows per block of the tensor-core attention `pf_attn_tc{64,128}` (kernels/ops.cu
+/// `PF_TC_ROWS`).
+pub const PF_TC_ROWS: usize = 64;
+
+/// One launch of the prefill attention: kernel name, grid, block and dynamic shared memory.
+pub struct AttnLaunch {
+    pub kernel: String,
+    pub grid: u32,
+    pub block: u32,
+    pub smem: u32,
+}
+
+/// The prefill attention for `rows` query rows of `heads` heads: the tensor-core kernel for head
+/// dimensions 64 and 128 (unless `cuda_cores`), the CUDA-core kernel for any other.
+pub fn pf_attn_launch(
+    head_dim: usize,
+    rows: usize,
+    heads: usize,
+    sfx: &str,
+    cuda_cores: bool,
+) -> AttnLaunch {
+    if !cuda_cores && (head_dim == 64 || head_dim == 128) {
+        AttnLaunch {
+            kernel: format!("pf_attn_tc{head_dim}_{sfx}"),
+            grid: (rows.div_ceil(PF_TC_ROWS) * heads) as u32,
+            block: 128,
+            smem: 0,
+        }
+    } else {
+        AttnLaunch {
+            kernel: format!("pf_attn_{sfx}"),
+            grid: (rows.div_ceil(PF_ROWS) * heads) as u32,
+            block: 256,
+            smem: pf_attn_smem(head_dim),
+        }
+    }
 }
 
 /// Device buffers of the prefill, sized for `rows` tokens per chunk.
@@ -199,11 +237,14 @@ impl CudaEngine {
                     ],
                 )?;
                 if !ablate_skip("pf_attn") {
+                    // DECDEC_PF_ATTN=fma: the CUDA-core kernel (A/B timing)
+                    let fma = std::env::var("DECDEC_PF_ATTN").is_ok_and(|v| v == "fma");
+                    let a = pf_attn_launch(d.head_dim, t, d.heads, sfx, fma);
                     g.launch(
-                        &format!("pf_attn_{sfx}"),
-                        (t.div_ceil(PF_ROWS) * d.heads) as u32,
-                        256,
-                        pf_attn_smem(d.head_dim),
+                        &a.kernel,
+                        a.grid,
+                        a.block,
+                        a.smem,
                         kargs![
                             &b.qkv.ptr,
                             &l.kc.ptr,

@@ -10,7 +10,7 @@ use super::{
     add_act_and_f32, attn_inputs, cpu_attention, randn, random_residual, random_uniform, read_act,
     rel_err, rref, thresholds_like, tol, upload_act, uref, AttnInputs, Report,
 };
-use crate::engine::{pf_attn_smem, PF_ROWS};
+use crate::engine::pf_attn_launch;
 use crate::gpu::{Dtype, Gpu};
 use crate::kargs;
 use crate::linear::{dec_total_rows, gemm_xwt_split, GpuLinear};
@@ -100,6 +100,7 @@ pub(super) fn prefill_checks(
         (6, 6, 48, 30, 33),
         (4, 2, 64, 150, 40),
         (8, 2, 256, 60, 18),
+        (8, 2, 128, 70, 130),
     ] {
         let max_seq = 256;
         let qd = (nh + 2 * nkv) * hd;
@@ -160,38 +161,47 @@ pub(super) fn prefill_checks(
         );
         let dim = nh * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        let out = gpu.alloc(t * dim * 2 + 16)?;
-        let o32 = gpu.alloc(t * dim * 4)?;
-        gpu.memset(&out, 0xff)?;
-        gpu.memset(&o32, 0xff)?;
-        let ti = t as i32;
-        unsafe {
-            gpu.launch(
-                &format!("pf_attn_{sfx}"),
-                (t.div_ceil(PF_ROWS) * nh) as u32,
-                256,
-                pf_attn_smem(hd),
-                kargs![
-                    &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &o32.ptr, &p0, &ti, &nhi, &nkvi, &hdi,
-                    &scale
-                ],
-            )?
-        };
         let positions: Vec<usize> = (pos0..pos0 + t).collect();
         let want = cpu_attention(&got_q, &positions, &kcr, &vcr, nh, nkv, hd);
-        rep.add(
-            format!(
-                "prefill causal attention {t} rows nh={nh} nkv={nkv} hd={hd} pos0={pos0} {sfx}"
-            ),
-            rel_err(&read_act(gpu, dt, &out, t * dim)?, &want),
-            tol(dt),
-        );
-        let got32: Vec<f32> = gpu.read(&o32)?;
-        rep.add(
-            format!("prefill causal attention {t} rows hd={hd} {sfx} (f32 copy)"),
-            rel_err(&got32, &want),
-            tol(dt),
-        );
+        let ti = t as i32;
+        // the CUDA-core kernel, and the tensor-core one where the head dimension has it
+        let fma = pf_attn_launch(hd, t, nh, sfx, true);
+        let tc = pf_attn_launch(hd, t, nh, sfx, false);
+        let variants = if tc.kernel == fma.kernel {
+            vec![fma]
+        } else {
+            vec![fma, tc]
+        };
+        for a in variants {
+            let out = gpu.alloc(t * dim * 2 + 16)?;
+            let o32 = gpu.alloc(t * dim * 4)?;
+            gpu.memset(&out, 0xff)?;
+            gpu.memset(&o32, 0xff)?;
+            unsafe {
+                gpu.launch(
+                    &a.kernel,
+                    a.grid,
+                    a.block,
+                    a.smem,
+                    kargs![
+                        &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &o32.ptr, &p0, &ti, &nhi, &nkvi,
+                        &hdi, &scale
+                    ],
+                )?
+            };
+            let k = &a.kernel;
+            rep.add(
+                format!("{k}: causal attention {t} rows nh={nh} nkv={nkv} hd={hd} pos0={pos0}"),
+                rel_err(&read_act(gpu, dt, &out, t * dim)?, &want),
+                tol(dt),
+            );
+            let got32: Vec<f32> = gpu.read(&o32)?;
+            rep.add(
+                format!("{k}: causal attention {t} rows hd={hd} pos0={pos0} (f32 copy)"),
+                rel_err(&got32, &want),
+                tol(dt),
+            );
+        }
     }
     // SiLU * up rows
     for (t, f) in [(3usize, 1000usize), (4, 768)] {
