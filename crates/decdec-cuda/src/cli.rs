@@ -201,7 +201,7 @@ pub struct BenchDecodeArgs {
     #[arg(long, default_value_t = 512)]
     pub prompt: usize,
     /// Tokens per batched prefill chunk (<= 1: the prompt runs token by token).
-    #[arg(long = "prefill-chunk", default_value_t = 512)]
+    #[arg(long = "prefill-chunk", default_value_t = 1024)]
     pub prefill_chunk: usize,
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: DtypeArg,
