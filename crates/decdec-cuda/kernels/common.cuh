@@ -17,6 +17,12 @@ template <> struct Dt<__nv_bfloat16> {
     static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
 };
 
+// Two values rounded to the activation dtype, packed into one register (a in the low half).
+template <typename T> __device__ __forceinline__ u32 pack_pair(float a, float b) {
+    T v[2] = {Dt<T>::from_f(a), Dt<T>::from_f(b)};
+    return *reinterpret_cast<const u32*>(v);
+}
+
 __device__ __forceinline__ u32 lop3_and_or(u32 a, u32 mask, u32 magic) {
     u32 r;
     // r = (a & mask) | magic, one LOP3 instruction.

@@ -1045,11 +1045,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS)
 // weight is split in two: out = T(w), lo = T(w - out), so that two GEMMs (out, then lo added)
 // multiply by w to ~2^-22 instead of one T rounding (the GEMV multiplies the exact (q - z)).
 // ----------------------------------------------------------------------------------------------
-template <typename T> __device__ __forceinline__ u32 pack_pair(float a, float b) {
-    T v[2] = {Dt<T>::from_f(a), Dt<T>::from_f(b)};
-    return *reinterpret_cast<const u32*>(v);
-}
-
 // 8 consecutive values of one row at p (and their remainders at q when q != nullptr); 16-byte
 // stores when all 8 are inside the row and aligned (K % 8 == 0), else element by element.
 template <typename T> __device__ __forceinline__ void store8(T* p, T* q, const float* v, int left, bool vec) {

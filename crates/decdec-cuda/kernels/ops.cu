@@ -638,12 +638,11 @@ __device__ __forceinline__ void ldsm_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
 }
-// (lo, hi) -> one register of two activation-dtype values, and the rounding remainders' register
+// (a, b) -> the register of their activation-dtype roundings (hi) and that of the remainders (lo)
 template <typename T> __device__ __forceinline__ void split_pair(float a, float b, u32& hi, u32& lo) {
-    const T ha = Dt<T>::from_f(a), hb = Dt<T>::from_f(b);
-    const T la = Dt<T>::from_f(a - Dt<T>::to_f(ha)), lb = Dt<T>::from_f(b - Dt<T>::to_f(hb));
-    hi = (u32)(*reinterpret_cast<const unsigned short*>(&ha)) | ((u32)(*reinterpret_cast<const unsigned short*>(&hb)) << 16);
-    lo = (u32)(*reinterpret_cast<const unsigned short*>(&la)) | ((u32)(*reinterpret_cast<const unsigned short*>(&lb)) << 16);
+    hi = pack_pair<T>(a, b);
+    const T* h = reinterpret_cast<const T*>(&hi);
+    lo = pack_pair<T>(a - Dt<T>::to_f(h[0]), b - Dt<T>::to_f(h[1]));
 }
 template <typename T, int HD>
 __device__ void pf_attn_tc(const T* qkv, const T* kc, const T* vc, T* out, float* out32, int pos0, int rows, int nh,

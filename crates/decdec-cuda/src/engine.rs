@@ -9,7 +9,7 @@
 //! through the decode step token by token.
 
 mod prefill;
-pub use prefill::{pf_attn_launch, AttnLaunch, PF_TC_ROWS};
+pub use prefill::pf_attn_launch;
 
 use anyhow::{anyhow, bail, Context, Result};
 use decdec_core::quant::{LutQuant, QuantWeight, UniformQuant};

@@ -30,7 +30,7 @@ fn pf_attn_smem(head_dim: usize) -> u32 {
 
 /// Query rows per block of the tensor-core attention `pf_attn_tc{64,128}` (kernels/ops.cu
 /// `PF_TC_ROWS`).
-pub const PF_TC_ROWS: usize = 64;
+const PF_TC_ROWS: usize = 64;
 
 /// One launch of the prefill attention: kernel name, grid, block and dynamic shared memory.
 pub struct AttnLaunch {
@@ -216,6 +216,9 @@ impl CudaEngine {
                 kargs![&self.embed.ptr, &b.toks.ptr, &b.h.ptr, &hid],
             )?;
         }
+        // the same attention kernel for every layer (DECDEC_PF_ATTN=fma: the CUDA-core one, A/B timing)
+        let fma = std::env::var("DECDEC_PF_ATTN").is_ok_and(|v| v == "fma");
+        let a = pf_attn_launch(d.head_dim, t, d.heads, sfx, fma);
         for l in &self.layers {
             self.pf_norm(b, l.in_norm.ptr, t)?;
             self.pf_group(b, &l.qkv, b.x.ptr, t, b.qkv.ptr, d.qkv())?;
@@ -237,9 +240,6 @@ impl CudaEngine {
                     ],
                 )?;
                 if !ablate_skip("pf_attn") {
-                    // DECDEC_PF_ATTN=fma: the CUDA-core kernel (A/B timing)
-                    let fma = std::env::var("DECDEC_PF_ATTN").is_ok_and(|v| v == "fma");
-                    let a = pf_attn_launch(d.head_dim, t, d.heads, sfx, fma);
                     g.launch(
                         &a.kernel,
                         a.grid,
