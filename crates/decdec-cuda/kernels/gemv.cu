@@ -318,6 +318,8 @@ struct GemvArgs {
     float* part;       // stream schedule: per-warp partial rows [n_tiles][maxnc][TILE]
     int* tile_cnt;     // stream schedule: [n_tiles], zero between calls: partials arrived per tile
     int maxnc;         // stream schedule: partial slots per tile
+    int early;         // tile kernel: 1 = let the next kernel launch right after the prologue
+                       // (experiment 51), 0 = after the main loop
 };
 
 template <typename T>
@@ -482,6 +484,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     // group per refilled stage, so that waiting for stage st's group covers its weights and x.
 #pragma unroll
     for (int st = 0; st < ST - 1; st++) issue_w(split + st * S, st);
+    if (g.early) pdl_launch_dependents();
     pdl_wait();
     if (g.xmode != 0) stage_x<T>(g, xs);
 #pragma unroll

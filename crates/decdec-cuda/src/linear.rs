@@ -37,6 +37,8 @@ pub struct GemvArgs {
     /// stream schedule: arrivals per tile (i32 [n_tiles], zero between calls)
     pub tile_cnt: u64,
     pub maxnc: i32,
+    /// tile kernel: 1 = trigger the dependent launch after the prologue, 0 = after the main loop
+    pub early: i32,
 }
 
 /// Ints of shared memory a block's selection uses (`SEL_SH` in select.cuh).
@@ -670,6 +672,20 @@ impl GpuLinear {
             && std::env::var_os("DECDEC_NO_B4").is_none()
     }
 
+    /// Whether a tile launch of `grid` blocks lets the next kernel of the stream launch right after
+    /// its prologue instead of after its main loop (experiment 51, `DECDEC_EARLY=none|wave|all`):
+    /// "wave" = only grids that fit in one wave of resident blocks, whose dependents can take
+    /// only the slots freed by finished blocks (experiment 11 saw a trigger at kernel start speed
+    /// up qkv but slow down gate-up, whose later waves then compete with the next kernel).
+    fn early_trigger(&self, gpu: &Gpu, grid: u32) -> i32 {
+        let resident = self.tile_per_sm as u64 * gpu.sms.max(1) as u64;
+        match std::env::var("DECDEC_EARLY").as_deref() {
+            Ok("all") => 1,
+            Ok("wave") => (grid as u64 <= resident) as i32,
+            _ => 0,
+        }
+    }
+
     /// Kernel, GEMV blocks and shared memory of a launch that hosts `n_dec` DEC blocks (in front)
     /// fetching `dec_rows` residual rows.
     fn launch_plan(
@@ -726,6 +742,7 @@ impl GpuLinear {
             part: self.stream.as_ref().map(|st| st.part.ptr).unwrap_or(0),
             tile_cnt: self.stream.as_ref().map(|st| st.tile_cnt.ptr).unwrap_or(0),
             maxnc: self.stream.as_ref().map(|st| st.maxnc as i32).unwrap_or(0),
+            early: 0,
         }
     }
 
@@ -751,6 +768,10 @@ impl GpuLinear {
             ..self.gemv_args(h, y, out, split)
         };
         let (name, blocks, mut smem) = self.launch_plan(gpu, dt, split, 0, 0);
+        let g = GemvArgs {
+            early: self.early_trigger(gpu, blocks),
+            ..g
+        };
         if self.schedule() == Schedule::Tiles && !self.x_staged() {
             // the tile kernel stages the normalized x behind its rings
             smem += (self.shape.kc * 256 * 2) as u32;
@@ -868,6 +889,10 @@ impl GpuLinear {
         match dec {
             DecMode::Off => {
                 let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
+                let g = GemvArgs {
+                    early: self.early_trigger(gpu, blocks),
+                    ..g
+                };
                 let d = DecArgs::default();
                 unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
             }
@@ -892,6 +917,10 @@ impl GpuLinear {
                     _ => d,
                 };
                 let grid = blocks + d.n_dec as u32;
+                let g = GemvArgs {
+                    early: self.early_trigger(gpu, grid),
+                    ..g
+                };
                 unsafe { gpu.launch(&name, grid, NTHREADS, smem, kargs![&g, &d]) }
             }
             DecMode::Coop { k_chunk, n_tb } => {
