@@ -11,26 +11,10 @@
 
 use anyhow::{bail, Context, Result};
 use decdec_core::selection::SelectMethod;
-use decdec_model::model::{Logits, Model};
-use decdec_model::{CpuEngine, Engine};
+use decdec_cuda::parity::ppl_of;
+use decdec_model::CpuEngine;
 use std::path::Path;
 use std::sync::Arc;
-
-fn ppl(model: Arc<Model>, ids: &[u32], ctx: usize, chunks: usize) -> Result<f64> {
-    let mut e = CpuEngine::new(model, Some(ctx));
-    let vocab = e.config().vocab_size;
-    let (mut nll, mut n) = (0f64, 0usize);
-    for c in decdec_model::ppl::chunks(ids, ctx, Some(chunks)) {
-        e.truncate(0);
-        let logits = e.forward(c, Logits::All)?;
-        nll += decdec_model::ppl::chunk_nll(&logits, c, vocab);
-        n += c.len() - 1;
-    }
-    if n == 0 {
-        bail!("text too short for one chunk of {ctx} tokens");
-    }
-    Ok((nll / n as f64).exp())
-}
 
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
@@ -72,7 +56,7 @@ fn main() -> Result<()> {
         for (i, &kc) in kcs.iter().enumerate() {
             model.configure_dec([kc; 4], SelectMethod::Bucket, 0)?;
             let m = Arc::new(model);
-            let v = ppl(m.clone(), &ids, ctx, chunks)?;
+            let v = ppl_of(&mut CpuEngine::new(m.clone(), Some(ctx)), &ids, ctx, chunks)?;
             model = Arc::try_unwrap(m).map_err(|_| anyhow::anyhow!("model still shared"))?;
             if pass == 0 {
                 println!("k_chunk {kc:>3}: ppl {v:.4}");

@@ -72,7 +72,8 @@ pub fn quantize_in_process(model: &mut Model, calib: &[u32], bits: u32) -> Resul
     Ok(())
 }
 
-fn ppl_of(engine: &mut dyn Engine, ids: &[u32], ctx: usize, chunks: usize) -> Result<f64> {
+/// Perplexity of `ids` in `chunks` non-overlapping windows of `ctx` tokens (fresh cache per window).
+pub fn ppl_of(engine: &mut dyn Engine, ids: &[u32], ctx: usize, chunks: usize) -> Result<f64> {
     let vocab = engine.config().vocab_size;
     let parts = decdec_model::ppl::chunks(ids, ctx, Some(chunks));
     if parts.is_empty() {
