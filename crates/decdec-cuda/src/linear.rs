@@ -686,6 +686,24 @@ impl GpuLinear {
         }
     }
 
+    /// Launch a GEMV of `grid` blocks (DEC blocks included) with its launch-order flag set.
+    fn launch_gemv(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        grid: u32,
+        smem: u32,
+        g: GemvArgs,
+        d: DecArgs,
+    ) -> Result<()> {
+        let g = GemvArgs {
+            early: self.early_trigger(gpu, grid),
+            ..g
+        };
+        // SAFETY: GemvArgs / DecArgs mirror the kernels' parameter structs (gemv.cu)
+        unsafe { gpu.launch(name, grid, NTHREADS, smem, kargs![&g, &d]) }
+    }
+
     /// Kernel, GEMV blocks and shared memory of a launch that hosts `n_dec` DEC blocks (in front)
     /// fetching `dec_rows` residual rows.
     fn launch_plan(
@@ -768,16 +786,11 @@ impl GpuLinear {
             ..self.gemv_args(h, y, out, split)
         };
         let (name, blocks, mut smem) = self.launch_plan(gpu, dt, split, 0, 0);
-        let g = GemvArgs {
-            early: self.early_trigger(gpu, blocks),
-            ..g
-        };
         if self.schedule() == Schedule::Tiles && !self.x_staged() {
             // the tile kernel stages the normalized x behind its rings
             smem += (self.shape.kc * 256 * 2) as u32;
         }
-        let d = DecArgs::default();
-        unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
+        self.launch_gemv(gpu, &name, blocks, smem, g, DecArgs::default())
     }
 
     pub(crate) fn dec_args(&self, k_chunk: usize, n_dec: usize) -> Result<DecArgs> {
@@ -889,12 +902,7 @@ impl GpuLinear {
         match dec {
             DecMode::Off => {
                 let (name, blocks, smem) = self.launch_plan(gpu, dt, split, 0, 0);
-                let g = GemvArgs {
-                    early: self.early_trigger(gpu, blocks),
-                    ..g
-                };
-                let d = DecArgs::default();
-                unsafe { gpu.launch(&name, blocks, NTHREADS, smem, kargs![&g, &d]) }
+                self.launch_gemv(gpu, &name, blocks, smem, g, DecArgs::default())
             }
             DecMode::Fused { k_chunk, n_dec } | DecMode::FusedPresel { k_chunk, n_dec } => {
                 let presel = matches!(dec, DecMode::FusedPresel { .. }) as i32;
@@ -916,12 +924,7 @@ impl GpuLinear {
                     }
                     _ => d,
                 };
-                let grid = blocks + d.n_dec as u32;
-                let g = GemvArgs {
-                    early: self.early_trigger(gpu, grid),
-                    ..g
-                };
-                unsafe { gpu.launch(&name, grid, NTHREADS, smem, kargs![&g, &d]) }
+                self.launch_gemv(gpu, &name, blocks + d.n_dec as u32, smem, g, d)
             }
             DecMode::Coop { k_chunk, n_tb } => {
                 let rows = dec_total_rows(self.shape.k, k_chunk);
