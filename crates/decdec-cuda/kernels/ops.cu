@@ -312,6 +312,317 @@ extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
 
+// ---------------------------------------------------------------------------------------------
+// Split-KV decode attention (flash-decoding) with GQA sharing: the decode step's default.
+// The one-block-per-query-head kernel above reads its kv head's whole cache once per query head,
+// on nh SMs, which at long contexts costs tens of microseconds per layer. Here block b handles
+// the GB query heads h0 .. h0+GB-1 (GB divides nh/nkv, GB <= 4) of one kv head over one range of
+// positions: b = w * S + s, w = h0 / GB the head group, s the split. Positions 0..n-1 (n = pos+1)
+// are cut into ranges of P = max(ATTN_PMIN, ceil(n / S)) rounded up to 32; A = ceil(n / P) splits
+// are active, so a short context uses few blocks and a long one all S. With A == 1, split 0
+// writes the output itself; otherwise every active split writes its (max, sum of exponentials,
+// unnormalized output) per head to `part`, and the last split to arrive (acq_rel counter per head
+// group) merges the A partials in split order: deterministic whatever the arrival order.
+// Needs hd % 8 == 0 and hd <= 256 (the host falls back to attn_decode otherwise).
+// Dynamic shared memory (floats): warp partials [NWARP_ATTN][GB][hd], scores [GB][P].
+// ---------------------------------------------------------------------------------------------
+#define ATTN_PMIN 64
+#define ATTN_SVU 4
+
+__device__ __forceinline__ int attn_split_range(int n, int S) { return max(ATTN_PMIN, ((n + S - 1) / S + 31) & ~31); }
+
+// max (or sum) over the block of GB values per thread, all GB at once; every thread gets the
+// results (fixed order: warp shuffles, then warps 0..7)
+template <int GB, bool MAX> __device__ __forceinline__ void block_reduce_g(float (&v)[GB], float* sh) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+#pragma unroll
+    for (int g = 0; g < GB; g++) v[g] = MAX ? warp_max(v[g]) : warp_sum(v[g]);
+    __syncthreads();  // sh free (previous reduction read)
+    if (l == 0) {
+#pragma unroll
+        for (int g = 0; g < GB; g++) sh[w * GB + g] = v[g];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+        float t = sh[g];
+#pragma unroll
+        for (int i = 1; i < NWARP_ATTN; i++) t = MAX ? fmaxf(t, sh[i * GB + g]) : t + sh[i * GB + g];
+        v[g] = t;
+    }
+}
+
+template <typename T, int GB>
+__device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
+                           int nkv, int hd, float scale, const SelArgs& sa, int* chunk_cnt, float* part,
+                           int* grp_cnt, int S) {
+    pdl_launch_dependents();
+    extern __shared__ float smem[];
+    __shared__ float sh[NWARP_ATTN * 4];
+    __shared__ int last;
+    const int G = nh / nkv, HG = G / GB;
+    const int w = blockIdx.x / S, s = blockIdx.x % S;
+    const int kvh = w / HG, h0 = w * GB;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // Before the wait: L2 prefetch of this split's K and V rows below the position read now (rows
+    // of earlier steps are final; the position may still be the last step's: a guess).
+    {
+        const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
+        const int P_pre = attn_split_range(n_pre, S);
+        const int hi = min(n_pre, s * P_pre + P_pre);
+        for (int j = s * P_pre + (int)threadIdx.x; j < hi; j += blockDim.x) {
+            const char* kr = reinterpret_cast<const char*>(kc + ((size_t)j * nkv + kvh) * hd);
+            const char* vr = reinterpret_cast<const char*>(vc + ((size_t)j * nkv + kvh) * hd);
+            for (int b = 0; b < hd * (int)sizeof(T); b += 128) {
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(kr + b));
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(vr + b));
+            }
+        }
+    }
+    pdl_wait();
+    const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
+    const int P = attn_split_range(n, S);
+    const int A = (n + P - 1) / P;
+    if (s >= A) return;
+    const int lo = s * P, cnt = min(n, lo + P) - lo;
+    float* pw = smem;                      // [NWARP_ATTN][GB][hd]
+    float* sc = pw + NWARP_ATTN * GB * hd; // [GB][P]
+    // Rows are read as 16-byte pieces, LP lanes per row (a power of two >= hd / 8), so a warp
+    // covers PPW = 32 / LP positions per pass; lane = (slot, piece). Loops stay rolled: a block
+    // runs each instruction only a few times at short contexts, where an unrolled body costs more
+    // in instruction fetches than it saves.
+    const int npc = hd / 8;
+    const int LP = npc <= 1 ? 1 : npc <= 2 ? 2 : npc <= 4 ? 4 : npc <= 8 ? 8 : npc <= 16 ? 16 : 32;
+    const int PPW = 32 / LP, slot = lane / LP, pl = lane % LP;
+    const bool has_piece = pl < npc;
+    const int step = NWARP_ATTN * PPW;
+    // this lane's piece of q for each head, in registers
+    float qr[GB][8];
+#pragma unroll
+    for (int g = 0; g < GB; g++) {
+        uint4 qv = make_uint4(0, 0, 0, 0);
+        if (has_piece) qv = *reinterpret_cast<const uint4*>(q + (size_t)(h0 + g) * hd + 8 * pl);
+        const T* qt = reinterpret_cast<const T*>(&qv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) qr[g][e] = Dt<T>::to_f(qt[e]);
+    }
+    // scores: ATTN_SVU passes' key pieces loaded before their FMAs; partial dots summed over the
+    // row's LP lanes with xor shuffles (fixed order)
+    float mx[GB];
+#pragma unroll
+    for (int g = 0; g < GB; g++) mx[g] = __int_as_float(0xff800000);
+    for (int base = warp * PPW; base < cnt; base += ATTN_SVU * step) {
+        uint4 kv[ATTN_SVU];
+#pragma unroll
+        for (int t = 0; t < ATTN_SVU; t++) {
+            const int jj = base + t * step + slot;
+            kv[t] = make_uint4(0, 0, 0, 0);
+            if (jj < cnt && has_piece)
+                kv[t] = *reinterpret_cast<const uint4*>(kc + ((size_t)(lo + jj) * nkv + kvh) * hd + 8 * pl);
+        }
+#pragma unroll
+        for (int t = 0; t < ATTN_SVU; t++) {
+            // warp-uniform: short ranges skip the empty passes (no break: the loop must unroll)
+            if (base + t * step < cnt) {
+                const T* kt = reinterpret_cast<const T*>(&kv[t]);
+                float kf[8];
+#pragma unroll
+                for (int e = 0; e < 8; e++) kf[e] = Dt<T>::to_f(kt[e]);
+                float d[GB];
+#pragma unroll
+                for (int g = 0; g < GB; g++) {
+                    d[g] = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 8; e++) d[g] = fmaf(qr[g][e], kf[e], d[g]);
+                }
+                // the heads' reductions interleaved (independent shuffles in flight)
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) {
+                    if (o < LP) {
+#pragma unroll
+                        for (int g = 0; g < GB; g++) d[g] += __shfl_xor_sync(0xffffffffu, d[g], o);
+                    }
+                }
+                const int jj = base + t * step + slot;
+                if (pl == 0 && jj < cnt) {
+#pragma unroll
+                    for (int g = 0; g < GB; g++) {
+                        const float v = d[g] * scale;
+                        sc[g * P + jj] = v;
+                        mx[g] = fmaxf(mx[g], v);
+                    }
+                }
+            }
+        }
+    }
+    block_reduce_g<GB, true>(mx, sh);  // (its first barrier also publishes sc)
+    float l[GB];
+#pragma unroll
+    for (int g = 0; g < GB; g++) l[g] = 0.f;
+    for (int jj = threadIdx.x; jj < cnt; jj += blockDim.x) {
+#pragma unroll
+        for (int g = 0; g < GB; g++) {
+            const float e = expf(sc[g * P + jj] - mx[g]);
+            sc[g * P + jj] = e;
+            l[g] += e;
+        }
+    }
+    block_reduce_g<GB, false>(l, sh);
+    // weighted sum of V: lane (slot, piece) adds its positions' pieces in order; then the slots
+    // of a warp are added with xor shuffles and the warps in order
+    float acc[GB][8];
+#pragma unroll
+    for (int g = 0; g < GB; g++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[g][e] = 0.f;
+    for (int base = warp * PPW; base < cnt; base += ATTN_SVU * step) {
+        uint4 vv[ATTN_SVU];
+#pragma unroll
+        for (int t = 0; t < ATTN_SVU; t++) {
+            const int jj = base + t * step + slot;
+            vv[t] = make_uint4(0, 0, 0, 0);
+            if (jj < cnt && has_piece)
+                vv[t] = *reinterpret_cast<const uint4*>(vc + ((size_t)(lo + jj) * nkv + kvh) * hd + 8 * pl);
+        }
+#pragma unroll
+        for (int t = 0; t < ATTN_SVU; t++) {
+            const int jj = base + t * step + slot;
+            if (base + t * step < cnt && jj < cnt) {  // (the first test is warp-uniform)
+                const T* vt = reinterpret_cast<const T*>(&vv[t]);
+                float vf[8];
+#pragma unroll
+                for (int e = 0; e < 8; e++) vf[e] = Dt<T>::to_f(vt[e]);
+#pragma unroll
+                for (int g = 0; g < GB; g++) {
+                    const float p = sc[g * P + jj];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        if (o >= LP) {
+#pragma unroll
+            for (int g = 0; g < GB; g++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+        }
+    }
+    if (slot == 0 && has_piece) {
+#pragma unroll
+        for (int g = 0; g < GB; g++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) pw[(warp * GB + g) * hd + 8 * pl + e] = acc[g][e];
+    }
+    __syncthreads();
+    // this split's unnormalized output per head (warps added in order); max and sum per head
+    // through shared memory (a register array indexed at run time would live in local memory)
+    __shared__ float ml[2 * 4];
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int g = 0; g < GB; g++) {
+            ml[2 * g] = mx[g];
+            ml[2 * g + 1] = l[g];
+        }
+    }
+    __syncthreads();
+    const int rec = hd + 2;  // part record: max, sum, output[hd]
+    if (A == 1) {
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            float y = 0.f;
+#pragma unroll
+            for (int ww = 0; ww < NWARP_ATTN; ww++) y += pw[ww * GB * hd + e];
+            y /= ml[2 * (e / hd) + 1];
+            out[h0 * hd + e] = Dt<T>::from_f(y);
+            if (out32) out32[h0 * hd + e] = y;
+        }
+    } else {
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            const int g = e / hd, i = e % hd;
+            float y = 0.f;
+#pragma unroll
+            for (int ww = 0; ww < NWARP_ATTN; ww++) y += pw[ww * GB * hd + e];
+            float* r = part + ((size_t)(h0 + g) * S + s) * rec;
+            r[2 + i] = y;
+            if (i == 0) {
+                r[0] = ml[2 * g];
+                r[1] = ml[2 * g + 1];
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int old;
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(grp_cnt + w) : "memory");
+            last = (old + 1 == A);
+            if (last) grp_cnt[w] = 0;
+        }
+        __syncthreads();
+        if (!last) return;
+        // merge the A splits in split order
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            const int g = e / hd, i = e % hd;
+            const float* r = part + (size_t)(h0 + g) * S * rec;
+            float M = __int_as_float(0xff800000);
+            for (int t = 0; t < A; t++) M = fmaxf(M, __ldcg(r + (size_t)t * rec));
+            float L = 0.f, Y = 0.f;
+            for (int t = 0; t < A; t++) {
+                const float f = expf(__ldcg(r + (size_t)t * rec) - M);
+                L = fmaf(f, __ldcg(r + (size_t)t * rec + 1), L);
+                Y = fmaf(f, __ldcg(r + (size_t)t * rec + 2 + i), Y);
+            }
+            const float y = Y / L;
+            out[h0 * hd + e] = Dt<T>::from_f(y);
+            if (out32) out32[h0 * hd + e] = y;
+        }
+    }
+    // Salient channels of the output for the o projection's compensation: this block wrote the
+    // channels [h0 * hd, (h0 + GB) * hd); the last head group to finish a 1024-channel chunk
+    // selects it (needs out32 and 256 threads).
+    if (sa.sel_idx != nullptr && out32 != nullptr) {
+        __shared__ int ssh[SEL_SH];
+        const int dim = nh * hd, W = GB * hd;
+        const int a = h0 * hd, b = a + W;
+        for (int c = a / 1024; c * 1024 < b; c++) {
+            const int clo = c * 1024, size = min(1024, dim - clo);
+            const int writers = (clo + size - 1) / W - clo / W + 1;
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                int old;
+                asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
+                last = (old + 1 == writers);
+                if (last) chunk_cnt[c] = 0;
+            }
+            __syncthreads();
+            if (last) {
+                float v[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int e = 4 * threadIdx.x + i;
+                    v[i] = e < size ? __ldcg(out32 + clo + e) : 0.f;
+                }
+                select_chunk_for(sa, v, c, size, ssh);
+            }
+        }
+    }
+}
+
+#define ATTN_SPLIT_ENTRY(NAME, T)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(OPS_THREADS) NAME(const T* q, const T* kc, const T* vc, T* out,          \
+                                                                   float* o32, const int* p, int nh, int nkv, int hd,     \
+                                                                   float scale, SelArgs sa, int* cnt, float* part,       \
+                                                                   int* gcnt, int S, int GB) {                           \
+        switch (GB) {                                                                                                    \
+            case 1: attn_split<T, 1>(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, part, gcnt, S); break;         \
+            case 2: attn_split<T, 2>(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, part, gcnt, S); break;         \
+            case 3: attn_split<T, 3>(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, part, gcnt, S); break;         \
+            default: attn_split<T, 4>(q, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, part, gcnt, S); break;        \
+        }                                                                                                                \
+    }
+ATTN_SPLIT_ENTRY(attn_split_decode_f16, __half)
+ATTN_SPLIT_ENTRY(attn_split_decode_bf16, __nv_bfloat16)
+
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
 template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {
     pdl_launch_dependents();

@@ -200,6 +200,10 @@ pub struct BenchDecodeArgs {
     /// Prompt tokens of the batched-prefill measurement (0 = skip it).
     #[arg(long, default_value_t = 512)]
     pub prompt: usize,
+    /// Context depths: each decode measurement starts after a prefill of this many tokens
+    /// (tokens/s at a long context, where attention reads the whole KV cache every step).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub depth: Vec<usize>,
     /// Tokens per batched prefill chunk (<= 1: the prompt runs token by token).
     #[arg(long = "prefill-chunk", default_value_t = 1024)]
     pub prefill_chunk: usize,
@@ -225,6 +229,8 @@ pub struct DecodeRow {
     pub model: String,
     pub bits: u32,
     pub k_chunk: usize,
+    /// tokens in the KV cache before the measured decode
+    pub depth: usize,
     pub tokens: usize,
     pub tokens_per_s: f64,
     pub ms_per_token: f64,
@@ -252,9 +258,12 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
     if max_k > 1024 {
         bail!("--k-chunk values must be <= 1024");
     }
+    let max_depth = a.depth.iter().copied().max().unwrap_or(0);
     let opts = CudaOptions {
         dtype: a.dtype.into(),
-        max_seq: (a.tokens.max(a.prompt) + 32).next_power_of_two().max(256),
+        max_seq: (a.tokens.max(a.prompt) + max_depth + 40)
+            .next_power_of_two()
+            .max(256),
         n_dec: a.n_dec,
         prefill_chunk: a.prefill_chunk,
         ..CudaOptions::default()
@@ -277,7 +286,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         engine.weight_bytes_per_step() >> 20
     );
     let mut rows: Vec<DecodeRow> = Vec::new();
-    let mut base_tps = None;
+    let mut base_tps = std::collections::HashMap::new();
     for &k in &a.k_chunk {
         let on = |g: &str| {
             if a.dec_groups.iter().any(|x| x == g) {
@@ -307,44 +316,63 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         } else {
             None
         };
-        // warm-up (graph capture, clocks), then the measured run from position 0
+        // warm-up (graph capture, clocks), then per depth: the context prefilled (not timed)
+        // and the measured decode after it
         engine.truncate(0);
         engine.greedy_steps(1, 16.min(a.tokens))?;
         engine.gpu.check()?;
-        engine.truncate(0);
-        let t0 = std::time::Instant::now();
-        engine.greedy_steps(1, a.tokens)?;
-        engine.gpu.check()?;
-        let secs = t0.elapsed().as_secs_f64();
-        let tps = a.tokens as f64 / secs;
-        if k == 0 {
-            base_tps = Some(tps);
+        for &depth in &a.depth {
+            engine.truncate(0);
+            if depth > 0 {
+                let vocab = engine.dims().vocab;
+                let context: Vec<u32> = (0..depth)
+                    .map(|i| ((i * 7919 + 13) % vocab) as u32)
+                    .collect();
+                engine.forward(&context, decdec_model::model::Logits::Last)?;
+                // capture this context's step graph outside the timed run
+                engine.greedy_steps(1, 8)?;
+            }
+            engine.gpu.check()?;
+            let t0 = std::time::Instant::now();
+            engine.greedy_steps(1, a.tokens)?;
+            engine.gpu.check()?;
+            let secs = t0.elapsed().as_secs_f64();
+            let tps = a.tokens as f64 / secs;
+            if k == 0 {
+                base_tps.insert(depth, tps);
+            }
+            let row = DecodeRow {
+                model: a.model.clone(),
+                bits: a.bits,
+                k_chunk: k,
+                depth,
+                tokens: a.tokens,
+                tokens_per_s: tps,
+                ms_per_token: 1000.0 / tps,
+                weight_gbps: engine.weight_bytes_per_step() as f64 * tps / 1e9,
+                residual_kb_per_token: engine.residual_bytes_per_step() as f64 / 1024.0,
+                slowdown_vs_no_dec: base_tps.get(&depth).map(|b| b / tps),
+                prefill_tokens_per_s: prefill_tps,
+            };
+            println!(
+                "k_chunk {:>3}{}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}{}",
+                k,
+                if depth > 0 {
+                    format!(" depth {depth:>6}")
+                } else {
+                    String::new()
+                },
+                row.tokens_per_s,
+                row.ms_per_token,
+                row.weight_gbps,
+                row.residual_kb_per_token,
+                row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default(),
+                row.prefill_tokens_per_s
+                    .map(|p| format!("  prefill {p:.0} tokens/s ({} prompt tokens)", a.prompt))
+                    .unwrap_or_default()
+            );
+            rows.push(row);
         }
-        let row = DecodeRow {
-            model: a.model.clone(),
-            bits: a.bits,
-            k_chunk: k,
-            tokens: a.tokens,
-            tokens_per_s: tps,
-            ms_per_token: 1000.0 / tps,
-            weight_gbps: engine.weight_bytes_per_step() as f64 * tps / 1e9,
-            residual_kb_per_token: engine.residual_bytes_per_step() as f64 / 1024.0,
-            slowdown_vs_no_dec: base_tps.map(|b| b / tps),
-            prefill_tokens_per_s: prefill_tps,
-        };
-        println!(
-            "k_chunk {:>3}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}{}",
-            k,
-            row.tokens_per_s,
-            row.ms_per_token,
-            row.weight_gbps,
-            row.residual_kb_per_token,
-            row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default(),
-            row.prefill_tokens_per_s
-                .map(|p| format!("  prefill {p:.0} tokens/s ({} prompt tokens)", a.prompt))
-                .unwrap_or_default()
-        );
-        rows.push(row);
     }
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)

@@ -8,6 +8,7 @@
 //! as on the CPU); shorter inputs, `prefill_chunk` <= 1 or weights the prefill cannot dequantize go
 //! through the decode step token by token.
 
+pub mod attn;
 mod prefill;
 pub use prefill::pf_attn_launch;
 
@@ -148,12 +149,19 @@ pub struct CudaEngine {
     x32: DevBuf,
     /// per 1024-channel chunk of the attention output: head blocks done (selection for o)
     attn_cnt: DevBuf,
+    /// the split-KV decode attention (None: one block per query head, `attn_decode`)
+    attn_split: Option<attn::SplitAttn>,
     /// device [token, position] of the running step
     tp: DevBuf,
     /// mapped host [token, position] written before each replay
     host_tp: HostMapped,
-    graph: Option<Graph>,
-    graph_feedback: Option<Graph>,
+    /// captured decode steps [short context, long context] (they differ in the attention kernel)
+    graph: [Option<Graph>; 2],
+    graph_feedback: [Option<Graph>; 2],
+    /// positions from which a step runs the long-context graph (split-KV attention)
+    split_from: usize,
+    /// the graph being captured is the long-context one
+    capture_long: bool,
     /// buffers of the batched prefill (allocated on first use)
     prefill: Option<prefill::PrefillBufs>,
     pos: usize,
@@ -173,6 +181,24 @@ fn fusion_on(what: &str) -> bool {
     std::env::var("DECDEC_FUSE")
         .map(|v| v.split(',').any(|w| w == what || w == "all"))
         .unwrap_or(false)
+}
+
+/// Positions from which the decode step runs the split-KV attention (None: never). Below it the
+/// one-block-per-query-head kernel is faster (experiment 53: its short chain beats the split
+/// kernel's merge up to ~500 positions; beyond, its cost grows 4-5x faster per position). It is
+/// also the only kernel for head dimensions the split kernel does not take and with RoPE fused
+/// into attention (`DECDEC_FUSE=rope`). `DECDEC_ATTN=single|split|N` (A/B): never, always, from N.
+fn attn_choice(head_dim: usize) -> Option<usize> {
+    const SPLIT_FROM: usize = 512;
+    if !attn::SplitAttn::supports(head_dim) || fusion_on("rope") {
+        return None;
+    }
+    match std::env::var("DECDEC_ATTN").as_deref() {
+        Ok("single") => None,
+        Ok("split") => Some(0),
+        Ok(v) => Some(v.parse().unwrap_or(SPLIT_FROM)),
+        Err(_) => Some(SPLIT_FROM),
+    }
 }
 
 /// `DECDEC_SEL_IN_GEMV=qkv,o,gu,d`: those groups' salient channels are selected by the DEC
@@ -493,7 +519,22 @@ impl CudaEngine {
                 dims.head_dim
             );
         }
-        if opts.max_seq * 4 > 200 * 1024 {
+        let (attn_split, split_from) = match attn_choice(dims.head_dim) {
+            None => (None, usize::MAX),
+            Some(from) => (
+                Some(attn::SplitAttn::new(
+                    &gpu,
+                    dims.heads,
+                    dims.kv_heads,
+                    dims.head_dim,
+                    opts.max_seq,
+                    0,
+                )?),
+                from,
+            ),
+        };
+        // the one-block-per-head kernel keeps every score of a step in shared memory
+        if opts.max_seq.min(split_from) * 4 > 200 * 1024 {
             bail!(
                 "max_seq {} is too long for the decode attention kernel (scores in shared memory)",
                 opts.max_seq
@@ -534,10 +575,13 @@ impl CudaEngine {
             argmax,
             x32,
             attn_cnt,
+            attn_split,
             tp,
             host_tp,
-            graph: None,
-            graph_feedback: None,
+            graph: [None, None],
+            graph_feedback: [None, None],
+            split_from,
+            capture_long: false,
             prefill: None,
             pos: 0,
             dec_enabled: true,
@@ -581,8 +625,8 @@ impl CudaEngine {
     /// Turn compensation on or off (the graph is recaptured on the next step).
     pub fn set_dec(&mut self, on: bool) {
         self.dec_enabled = on;
-        self.graph = None;
-        self.graph_feedback = None;
+        self.graph = [None, None];
+        self.graph_feedback = [None, None];
         self.count_dec();
     }
 
@@ -599,8 +643,8 @@ impl CudaEngine {
             l.gate_up.iter_mut().for_each(|p| set(p, k[2]));
             set(&mut l.down, k[3]);
         }
-        self.graph = None;
-        self.graph_feedback = None;
+        self.graph = [None, None];
+        self.graph_feedback = [None, None];
         self.count_dec();
     }
 
@@ -794,7 +838,25 @@ impl CudaEngine {
                 .sel_for(std::slice::from_ref(&l.o), "o")
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = producer_sel(sa_o);
-            if !ablate_skip("attn") {
+            if ablate_skip("attn") {
+            } else if let Some(sp) = self.attn_split.as_ref().filter(|_| self.capture_long) {
+                unsafe {
+                    sp.launch(
+                        g,
+                        sfx,
+                        self.qkv.ptr,
+                        l.kc.ptr,
+                        l.vc.ptr,
+                        self.attn.ptr,
+                        self.x32.ptr,
+                        pos,
+                        (nh, nkv, hdim),
+                        scale,
+                        &sargs_o,
+                        self.attn_cnt.ptr,
+                    )?;
+                }
+            } else {
                 // With fuse_rope, RoPE + KV append + attention run in one launch (one extra argument).
                 let kernel = if fuse_rope {
                     "attn_rope_decode"
@@ -826,7 +888,7 @@ impl CudaEngine {
                         &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
-                        (self.opts.max_seq * 4) as u32,
+                        (self.opts.max_seq.min(self.split_from) * 4) as u32,
                         &mut args[..nargs],
                     )?;
                 }
@@ -915,25 +977,33 @@ impl CudaEngine {
         Ok(())
     }
 
-    fn ensure_graph(&mut self, feedback: bool) -> Result<()> {
+    /// Which captured step runs at position `pos`: 1 (split-KV attention) from `split_from`.
+    fn graph_slot(&self, pos: usize) -> usize {
+        usize::from(self.attn_split.is_some() && pos >= self.split_from)
+    }
+
+    fn ensure_graph(&mut self, feedback: bool, slot: usize) -> Result<()> {
         self.gpu
             .ctx
             .bind_to_thread()
             .map_err(|e| anyhow!("{e:?}"))?;
         let slot_empty = if feedback {
-            self.graph_feedback.is_none()
+            self.graph_feedback[slot].is_none()
         } else {
-            self.graph.is_none()
+            self.graph[slot].is_none()
         };
         if slot_empty {
             if ablate_skip("sel") {
                 self.ablate_fill_selections()?;
             }
-            let g = self.gpu.capture(|| self.queue_step(feedback))?;
+            self.capture_long = slot == 1;
+            let g = self.gpu.capture(|| self.queue_step(feedback));
+            self.capture_long = false;
+            let g = g?;
             if feedback {
-                self.graph_feedback = Some(g);
+                self.graph_feedback[slot] = Some(g);
             } else {
-                self.graph = Some(g);
+                self.graph[slot] = Some(g);
             }
         }
         Ok(())
@@ -953,14 +1023,15 @@ impl CudaEngine {
                 self.dims.vocab
             );
         }
-        self.ensure_graph(false)?;
+        let slot = self.graph_slot(self.pos);
+        self.ensure_graph(false, slot)?;
         // the previous replay has finished reading the mapped token/position (callers synchronize)
         self.gpu.sync()?;
         let tp = self.host_tp.as_mut_slice::<i32>();
         tp[0] = token as i32;
         tp[1] = self.pos as i32;
         self.gpu
-            .replay(self.graph.as_ref().expect("graph captured"))?;
+            .replay(self.graph[slot].as_ref().expect("graph captured"))?;
         self.pos += 1;
         self.counters.rows_fetched += self.rows_per_step;
         self.counters.bytes_fetched += self.bytes_per_step;
@@ -981,9 +1052,11 @@ impl CudaEngine {
             );
         }
         self.step(first)?;
-        self.ensure_graph(true)?;
-        let g = self.graph_feedback.as_ref().expect("graph captured");
-        for _ in 1..n {
+        // replay i runs at position self.pos + i - 1
+        for i in 1..n {
+            let slot = self.graph_slot(self.pos + i - 1);
+            self.ensure_graph(true, slot)?;
+            let g = self.graph_feedback[slot].as_ref().expect("graph captured");
             self.gpu.replay(g)?;
         }
         self.pos += n - 1;

@@ -650,6 +650,7 @@ fn pdl_kernel(name: &str) -> bool {
         "rope_kv_",
         "attn_decode_",
         "attn_rope_decode_",
+        "attn_split_decode_",
         "silu_",
         "embed_",
         "add_bias_",

@@ -15,6 +15,7 @@ use crate::kargs;
 use crate::linear::{DecMode, GpuLinear, OutMode, Schedule, SelArgs};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
 
+mod attn;
 mod prefill;
 
 /// A CPU twin `y = W x` of one linear.
@@ -969,6 +970,8 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             tol(dt),
         );
     }
+    // the decode step's split-KV attention
+    attn::split_checks(gpu, dt, rng, rep)?;
     // SiLU * up
     for f in [768usize, 1000] {
         let gu: Vec<f32> = (0..2 * f).map(|_| randn(rng) * 2.0).collect();

@@ -1,0 +1,129 @@
+//! GPU checks of the split-KV decode attention (`attn_split_decode` in kernels/ops.cu) against the
+//! CPU twin of GQA attention: short and long contexts (one split and many), every heads-per-block
+//! case, outputs poisoned first, the o projection's selection, counters left at zero, and a rerun
+//! that must be bit-identical whatever order the splits arrive in.
+
+use anyhow::Result;
+use decdec_core::selection;
+use rand::rngs::StdRng;
+
+use super::{cpu_attention, randn, read_act, rel_err, thresholds_like, tol, upload_act, Report};
+use crate::engine::attn::{split_range, SplitAttn};
+use crate::gpu::{Dtype, Gpu};
+use crate::linear::{dec_total_rows, SelArgs};
+
+pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
+    let sfx = dt.suffix();
+    // (heads, kv heads, head_dim, pos, max_seq, splits; 0 = the engine's choice)
+    for (nh, nkv, hd, pos, max_seq, splits) in [
+        (32usize, 8usize, 128usize, 200usize, 256usize, 0usize),
+        (32, 8, 128, 3000, 4096, 0),
+        (8, 4, 64, 37, 256, 3),
+        (9, 3, 64, 700, 1024, 0),
+        (28, 4, 128, 1500, 2048, 0),
+        (16, 2, 64, 511, 512, 5),
+        (6, 6, 48, 0, 256, 0),
+        (4, 2, 8, 1000, 1024, 64),
+        (8, 8, 256, 130, 256, 2),
+    ] {
+        let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits)?;
+        let active = (pos + 1).div_ceil(split_range(pos + 1, sp.splits));
+        let label = format!(
+            "split attention nh={nh} nkv={nkv} hd={hd} len={} splits {active}/{} heads/block {} {sfx}",
+            pos + 1,
+            sp.splits,
+            sp.heads_per_block
+        );
+        let dim = nh * hd;
+        let q: Vec<f32> = (0..dim).map(|_| randn(rng)).collect();
+        // whole caches random: rows past pos must not be read
+        let kc: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+        let vc: Vec<f32> = (0..max_seq * nkv * hd).map(|_| randn(rng)).collect();
+        let (qb, qr) = upload_act(gpu, dt, &q)?;
+        let (kb, kr) = upload_act(gpu, dt, &kc)?;
+        let (vb, vr) = upload_act(gpu, dt, &vc)?;
+        let pb = gpu.upload(&[pos as i32])?;
+        let k_chunk = 64usize;
+        let th = thresholds_like(rng, dim, 1.0);
+        let rows_n = dec_total_rows(dim, k_chunk);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let cnt = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
+        // two runs on fresh outputs: the second must repeat the first bit for bit
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let out = gpu.alloc(dim * 2 + 16)?;
+            let out32 = gpu.alloc(dim * 4)?;
+            let (si, sv) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
+            for b in [&out, &out32, &si] {
+                gpu.memset(b, 0xff)?;
+            }
+            let sa = SelArgs {
+                sel_idx: si.ptr,
+                sel_val: sv.ptr,
+                a: th[0],
+                b: th[(k_chunk * dim / 1024).max(1) - 1],
+                k_chunk: k_chunk as i32,
+            };
+            unsafe {
+                sp.launch(
+                    gpu,
+                    sfx,
+                    qb.ptr,
+                    kb.ptr,
+                    vb.ptr,
+                    out.ptr,
+                    out32.ptr,
+                    pb.ptr,
+                    (nh as i32, nkv as i32, hd as i32),
+                    scale,
+                    &sa,
+                    cnt.ptr,
+                )?
+            };
+            gpu.check()?;
+            runs.push((out, out32, si));
+        }
+        let want = cpu_attention(&qr, &[pos], &kr, &vr, nh, nkv, hd);
+        let (out, out32, si) = &runs[0];
+        rep.add(
+            label.clone(),
+            rel_err(&read_act(gpu, dt, out, dim)?, &want),
+            tol(dt),
+        );
+        let o32: Vec<f32> = gpu.read(out32)?;
+        rep.add(format!("{label} (f32 copy)"), rel_err(&o32, &want), 2e-5);
+        let mut mism = 0usize;
+        for (a, b, len) in [
+            (&runs[0].0, &runs[1].0, dim / 2),
+            (&runs[0].1, &runs[1].1, dim),
+        ] {
+            let x: Vec<u32> = gpu.read_raw(a.ptr, len)?;
+            let y: Vec<u32> = gpu.read_raw(b.ptr, len)?;
+            mism += x.iter().zip(&y).filter(|(p, q)| p != q).count();
+        }
+        rep.add(
+            format!("{label} rerun bit-identical (mismatches)"),
+            mism as f64,
+            0.0,
+        );
+        if rows_n > 0 {
+            let mut rows = Vec::new();
+            selection::select_bucket(&o32, &th, k_chunk, &mut rows);
+            let gsel: Vec<u32> = gpu.read_raw(si.ptr, rows.len())?;
+            let bad = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
+            rep.add(
+                format!("{label} selection for o == select_bucket (mismatches)"),
+                bad as f64,
+                0.0,
+            );
+        }
+        let left: Vec<i32> = gpu.read_raw(cnt.ptr, dim.div_ceil(1024))?;
+        let left_g = sp.group_counters(gpu)?;
+        rep.add(
+            format!("{label} counters back at zero (nonzero)"),
+            (left.iter().chain(&left_g).filter(|&&c| c != 0).count()) as f64,
+            0.0,
+        );
+    }
+    Ok(())
+}
