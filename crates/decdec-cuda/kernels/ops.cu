@@ -327,7 +327,9 @@ extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(
 // Dynamic shared memory (floats): warp partials [NWARP_ATTN][GB][hd], scores [GB][P].
 // ---------------------------------------------------------------------------------------------
 #define ATTN_PMIN 64
-#define ATTN_SVU 4
+#ifndef ATTN_SVU
+#define ATTN_SVU 2  // passes of K/V pieces loaded before their FMAs (2 beat 4 and 8: experiment 53e)
+#endif
 
 __device__ __forceinline__ int attn_split_range(int n, int S) { return max(ATTN_PMIN, ((n + S - 1) / S + 31) & ~31); }
 

@@ -528,7 +528,11 @@ impl CudaEngine {
                     dims.kv_heads,
                     dims.head_dim,
                     opts.max_seq,
-                    0,
+                    // `DECDEC_ATTN_SPLITS=S` (experiment knob; default about one block per SM)
+                    std::env::var("DECDEC_ATTN_SPLITS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
                 )?),
                 from,
             ),

@@ -52,7 +52,7 @@ impl SplitAttn {
     }
 
     /// Plan for `heads` query heads over `kv_heads` kv heads of `head_dim`, up to `max_seq`
-    /// positions; `splits` = 0 picks about one block per SM at the longest context.
+    /// positions; `splits` = 0 picks about two blocks per SM at the longest context (experiment 53e).
     pub fn new(
         gpu: &Gpu,
         heads: usize,
@@ -67,7 +67,7 @@ impl SplitAttn {
         let gb = heads_per_block(heads / kv_heads);
         let head_groups = heads / gb;
         let splits = if splits == 0 {
-            (gpu.sms.max(1) as usize / head_groups).clamp(1, 64)
+            (2 * gpu.sms.max(1) as usize / head_groups).clamp(1, 64)
         } else {
             splits
         };
