@@ -95,6 +95,31 @@ __device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* 
 extern "C" __global__ void rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 
+// Salient channels of the attention output for the o projection's compensation: a block that
+// has written its part of 1024-channel chunk c of out32 arrives (acq_rel counter per chunk, reset
+// by the last); the last of the chunk's `writers` selects it (256 threads, 4 channels each).
+__device__ void o_chunk_arrive(const SelArgs& sa, const float* out32, int* chunk_cnt, int c, int size, int writers) {
+    __shared__ int last;
+    __shared__ int ssh[SEL_SH];
+    __syncthreads();  // the block's writes of out32 are done before the release below
+    if (threadIdx.x == 0) {
+        int old;
+        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
+        last = (old + 1 == writers);
+        if (last) chunk_cnt[c] = 0;
+    }
+    __syncthreads();
+    if (last) {
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int e = 4 * threadIdx.x + i;
+            v[i] = e < size ? __ldcg(out32 + c * 1024 + e) : 0.f;
+        }
+        select_chunk_for(sa, v, c, size, ssh);
+    }
+}
+
 // Decode attention for one new token over positions 0..=pos, GQA (head h reads kv head h / (nh/nkv)).
 // One block per query head. Scores: one thread per position (16-byte loads of the key row), in
 // dynamic shared memory (max_seq floats). Output: warp w sums positions w, w+8, ... for all dims,
@@ -282,28 +307,8 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     // Salient channels of the output for the o projection's compensation: the last head block of
     // each 1024-channel chunk selects it (needs out32, head_dim dividing 1024, 256 threads).
     if (sa.sel_idx != nullptr && out32 != nullptr) {
-        __shared__ int last;
-        __shared__ int ssh[SEL_SH];
-        const int dim = nh * hd;
-        const int c = (h * hd) / 1024, lo = c * 1024, size = min(1024, dim - lo);
-        const int heads = (size + hd - 1) / hd;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int old;
-            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
-            last = (old + 1 == heads);
-            if (last) chunk_cnt[c] = 0;
-        }
-        __syncthreads();
-        if (last) {
-            float v[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int e = 4 * threadIdx.x + i;
-                v[i] = e < size ? __ldcg(out32 + lo + e) : 0.f;
-            }
-            select_chunk_for(sa, v, c, size, ssh);
-        }
+        const int c = (h * hd) / 1024, size = min(1024, nh * hd - c * 1024);
+        o_chunk_arrive(sa, out32, chunk_cnt, c, size, (size + hd - 1) / hd);
     }
 }
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr, blockIdx.x); }
@@ -583,29 +588,10 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     // channels [h0 * hd, (h0 + GB) * hd); the last head group to finish a 1024-channel chunk
     // selects it (needs out32 and 256 threads).
     if (sa.sel_idx != nullptr && out32 != nullptr) {
-        __shared__ int ssh[SEL_SH];
-        const int dim = nh * hd, W = GB * hd;
-        const int a = h0 * hd, b = a + W;
-        for (int c = a / 1024; c * 1024 < b; c++) {
-            const int clo = c * 1024, size = min(1024, dim - clo);
-            const int writers = (clo + size - 1) / W - clo / W + 1;
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                int old;
-                asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
-                last = (old + 1 == writers);
-                if (last) chunk_cnt[c] = 0;
-            }
-            __syncthreads();
-            if (last) {
-                float v[4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int e = 4 * threadIdx.x + i;
-                    v[i] = e < size ? __ldcg(out32 + clo + e) : 0.f;
-                }
-                select_chunk_for(sa, v, c, size, ssh);
-            }
+        const int W = GB * hd, a = h0 * hd;
+        for (int c = a / 1024; c * 1024 < a + W; c++) {
+            const int clo = c * 1024, size = min(1024, nh * hd - clo);
+            o_chunk_arrive(sa, out32, chunk_cnt, c, size, (clo + size - 1) / W - clo / W + 1);
         }
     }
 }

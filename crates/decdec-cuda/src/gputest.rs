@@ -283,6 +283,50 @@ pub fn random_residual(rng: &mut StdRng, n: usize, k: usize) -> Residual {
 }
 
 /// Thresholds like calibration would give: t[j] = (j+1)-th largest |v| over a few random vectors.
+/// Elements (of type T) that differ bit for bit between the first `n` of two device buffers.
+fn raw_mismatches<T: bytemuck::Pod + Default + Clone + PartialEq>(
+    gpu: &Gpu,
+    a: &DevBuf,
+    b: &DevBuf,
+    n: usize,
+) -> Result<usize> {
+    let x: Vec<T> = gpu.read_raw(a.ptr, n)?;
+    let y: Vec<T> = gpu.read_raw(b.ptr, n)?;
+    Ok(x.iter().zip(&y).filter(|(p, q)| p != q).count())
+}
+
+/// A producer's selection request for `k_chunk` over the channels of `th` (thresholds): index and
+/// value buffers (indices poisoned) and the `SelArgs` that point at them.
+fn sel_request(gpu: &Gpu, th: &[f32], k_chunk: usize) -> Result<(DevBuf, DevBuf, SelArgs)> {
+    let dim = th.len();
+    let rows_n = crate::linear::dec_total_rows(dim, k_chunk).max(1);
+    let (si, sv) = (gpu.alloc(rows_n * 4)?, gpu.alloc(rows_n * 4)?);
+    gpu.memset(&si, 0xff)?;
+    let sa = SelArgs {
+        sel_idx: si.ptr,
+        sel_val: sv.ptr,
+        a: th[0],
+        b: th[(k_chunk * dim / 1024).max(1) - 1],
+        k_chunk: k_chunk as i32,
+    };
+    Ok((si, sv, sa))
+}
+
+/// Selected channel indices the GPU wrote at `sel_idx` that differ from `select_bucket` of the
+/// same f32 values (the CPU twin of every selection kernel).
+fn selection_mismatches(
+    gpu: &Gpu,
+    sel_idx: u64,
+    x: &[f32],
+    th: &[f32],
+    k_chunk: usize,
+) -> Result<usize> {
+    let mut rows = Vec::new();
+    selection::select_bucket(x, th, k_chunk, &mut rows);
+    let gsel: Vec<u32> = gpu.read_raw(sel_idx, rows.len())?;
+    Ok(gsel.iter().zip(&rows).filter(|(a, b)| a != b).count())
+}
+
 fn thresholds_like(rng: &mut StdRng, k: usize, spread: f32) -> Vec<f32> {
     let mut best = vec![0f32; k];
     for _ in 0..4 {
@@ -865,15 +909,7 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let k_chunk = 64usize;
         let th = thresholds_like(rng, dim, 1.0);
         let rows_n = crate::linear::dec_total_rows(dim, k_chunk);
-        let (si, sv) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
-        gpu.memset(&si, 0xff)?;
-        let sa = SelArgs {
-            sel_idx: si.ptr,
-            sel_val: sv.ptr,
-            a: th[0],
-            b: th[(k_chunk * dim / 1024).max(1) - 1],
-            k_chunk: k_chunk as i32,
-        };
+        let (si, _sv, sa) = sel_request(gpu, &th, k_chunk)?;
         let cnt = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
         let out32 = gpu.alloc(dim * 4)?;
         gpu.memset(&out32, 0xff)?;
@@ -900,13 +936,7 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             let o32b = gpu.alloc(dim * 4)?;
             gpu.memset(&out2, 0xff)?;
             gpu.memset(&o32b, 0xff)?;
-            let (si2, sv2) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
-            gpu.memset(&si2, 0xff)?;
-            let sa2 = SelArgs {
-                sel_idx: si2.ptr,
-                sel_val: sv2.ptr,
-                ..sa
-            };
+            let (si2, _sv2, sa2) = sel_request(gpu, &th, k_chunk)?;
             let cnt2 = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
             unsafe {
                 gpu.launch(
@@ -927,17 +957,11 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
                 (&kcb, &kc2, max_seq * nkv * hd),
                 (&vcb, &vc2, max_seq * nkv * hd),
             ] {
-                let a: Vec<u16> = gpu.read_raw(x.ptr, len)?;
-                let b: Vec<u16> = gpu.read_raw(y.ptr, len)?;
-                mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+                mism += raw_mismatches::<u16>(gpu, x, y, len)?;
             }
-            let a: Vec<u32> = gpu.read_raw(out32.ptr, dim)?;
-            let b: Vec<u32> = gpu.read_raw(o32b.ptr, dim)?;
-            mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+            mism += raw_mismatches::<u32>(gpu, &out32, &o32b, dim)?;
             if rows_n > 0 && 1024 % hd == 0 {
-                let a: Vec<u32> = gpu.read_raw(si.ptr, rows_n)?;
-                let b: Vec<u32> = gpu.read_raw(si2.ptr, rows_n)?;
-                mism += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+                mism += raw_mismatches::<u32>(gpu, &si, &si2, rows_n)?;
             }
             rep.add(
                 format!("attention with fused RoPE/KV append == rope_kv + attn_decode nh={nh} hd={hd} pos={pos} {sfx} (mismatches)"),
@@ -947,13 +971,9 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         }
         if rows_n > 0 && 1024 % hd == 0 {
             let o32: Vec<f32> = gpu.read(&out32)?;
-            let mut rows = Vec::new();
-            selection::select_bucket(&o32, &th, k_chunk, &mut rows);
-            let gsel: Vec<u32> = gpu.read_raw(si.ptr, rows.len())?;
-            let mism = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
             rep.add(
                 format!("attention selection for o == select_bucket nh={nh} hd={hd} {sfx}"),
-                mism as f64,
+                selection_mismatches(gpu, si.ptr, &o32, &th, k_chunk)? as f64,
                 0.0,
             );
             let cnt_after: Vec<i32> = gpu.read_raw(cnt.ptr, dim.div_ceil(1024))?;

@@ -4,13 +4,15 @@
 //! that must be bit-identical whatever order the splits arrive in.
 
 use anyhow::Result;
-use decdec_core::selection;
 use rand::rngs::StdRng;
 
-use super::{cpu_attention, randn, read_act, rel_err, thresholds_like, tol, upload_act, Report};
+use super::{
+    cpu_attention, randn, raw_mismatches, read_act, rel_err, sel_request, selection_mismatches,
+    thresholds_like, tol, upload_act, Report,
+};
 use crate::engine::attn::{split_range, SplitAttn};
 use crate::gpu::{Dtype, Gpu};
-use crate::linear::{dec_total_rows, SelArgs};
+use crate::linear::dec_total_rows;
 
 pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
     let sfx = dt.suffix();
@@ -53,17 +55,10 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
         for _ in 0..2 {
             let out = gpu.alloc(dim * 2 + 16)?;
             let out32 = gpu.alloc(dim * 4)?;
-            let (si, sv) = (gpu.alloc(rows_n.max(1) * 4)?, gpu.alloc(rows_n.max(1) * 4)?);
-            for b in [&out, &out32, &si] {
+            let (si, _sv, sa) = sel_request(gpu, &th, k_chunk)?;
+            for b in [&out, &out32] {
                 gpu.memset(b, 0xff)?;
             }
-            let sa = SelArgs {
-                sel_idx: si.ptr,
-                sel_val: sv.ptr,
-                a: th[0],
-                b: th[(k_chunk * dim / 1024).max(1) - 1],
-                k_chunk: k_chunk as i32,
-            };
             unsafe {
                 sp.launch(
                     gpu,
@@ -92,28 +87,17 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
         );
         let o32: Vec<f32> = gpu.read(out32)?;
         rep.add(format!("{label} (f32 copy)"), rel_err(&o32, &want), 2e-5);
-        let mut mism = 0usize;
-        for (a, b, len) in [
-            (&runs[0].0, &runs[1].0, dim / 2),
-            (&runs[0].1, &runs[1].1, dim),
-        ] {
-            let x: Vec<u32> = gpu.read_raw(a.ptr, len)?;
-            let y: Vec<u32> = gpu.read_raw(b.ptr, len)?;
-            mism += x.iter().zip(&y).filter(|(p, q)| p != q).count();
-        }
+        let mism = raw_mismatches::<u16>(gpu, &runs[0].0, &runs[1].0, dim)?
+            + raw_mismatches::<u32>(gpu, &runs[0].1, &runs[1].1, dim)?;
         rep.add(
             format!("{label} rerun bit-identical (mismatches)"),
             mism as f64,
             0.0,
         );
         if rows_n > 0 {
-            let mut rows = Vec::new();
-            selection::select_bucket(&o32, &th, k_chunk, &mut rows);
-            let gsel: Vec<u32> = gpu.read_raw(si.ptr, rows.len())?;
-            let bad = gsel.iter().zip(&rows).filter(|(a, b)| a != b).count();
             rep.add(
                 format!("{label} selection for o == select_bucket (mismatches)"),
-                bad as f64,
+                selection_mismatches(gpu, si.ptr, &o32, &th, k_chunk)? as f64,
                 0.0,
             );
         }
