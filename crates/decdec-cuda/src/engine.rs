@@ -149,19 +149,18 @@ pub struct CudaEngine {
     x32: DevBuf,
     /// per 1024-channel chunk of the attention output: head blocks done (selection for o)
     attn_cnt: DevBuf,
-    /// the split-KV decode attention (None: one block per query head, `attn_decode`)
-    attn_split: Option<attn::SplitAttn>,
+    /// decode-step attention per context tier: (from position, split-KV plan or None for
+    /// `attn_decode`), ascending, the first from 0 (`attn::tier_plan`)
+    attn_tiers: Vec<(usize, Option<attn::SplitAttn>)>,
     /// device [token, position] of the running step
     tp: DevBuf,
     /// mapped host [token, position] written before each replay
     host_tp: HostMapped,
-    /// captured decode steps [short context, long context] (they differ in the attention kernel)
-    graph: [Option<Graph>; 2],
-    graph_feedback: [Option<Graph>; 2],
-    /// positions from which a step runs the long-context graph (split-KV attention)
-    split_from: usize,
-    /// the graph being captured is the long-context one
-    capture_long: bool,
+    /// captured decode steps, one per attention tier
+    graph: Vec<Option<Graph>>,
+    graph_feedback: Vec<Option<Graph>>,
+    /// the attention tier of the graph being captured
+    capture_tier: usize,
     /// buffers of the batched prefill (allocated on first use)
     prefill: Option<prefill::PrefillBufs>,
     pos: usize,
@@ -183,22 +182,12 @@ fn fusion_on(what: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Positions from which the decode step runs the split-KV attention (None: never). Below it the
-/// one-block-per-query-head kernel is faster (experiment 53: its short chain beats the split
-/// kernel's merge up to ~500 positions; beyond, its cost grows 4-5x faster per position). It is
-/// also the only kernel for head dimensions the split kernel does not take and with RoPE fused
-/// into attention (`DECDEC_FUSE=rope`). `DECDEC_ATTN=single|split|N` (A/B): never, always, from N.
-fn attn_choice(head_dim: usize) -> Option<usize> {
-    const SPLIT_FROM: usize = 512;
-    if !attn::SplitAttn::supports(head_dim) || fusion_on("rope") {
-        return None;
-    }
-    match std::env::var("DECDEC_ATTN").as_deref() {
-        Ok("single") => None,
-        Ok("split") => Some(0),
-        Ok(v) => Some(v.parse().unwrap_or(SPLIT_FROM)),
-        Err(_) => Some(SPLIT_FROM),
-    }
+/// An experiment knob's value (0 when unset or not a number: the default).
+fn env_usize(name: &str) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `DECDEC_SEL_IN_GEMV=qkv,o,gu,d`: those groups' salient channels are selected by the DEC
@@ -519,31 +508,45 @@ impl CudaEngine {
                 dims.head_dim
             );
         }
-        let (attn_split, split_from) = match attn_choice(dims.head_dim) {
-            None => (None, usize::MAX),
-            Some(from) => (
-                Some(attn::SplitAttn::new(
+        // experiment knobs: `DECDEC_ATTN=single|split|N`, `DECDEC_ATTN_GB=heads per block`,
+        // `DECDEC_ATTN_SPLITS=S` (docs/performance.md, experiment 53)
+        let plan = attn::tier_plan(
+            dims.head_dim,
+            dims.heads / dims.kv_heads.max(1),
+            fusion_on("rope"),
+            std::env::var("DECDEC_ATTN").ok().as_deref(),
+            env_usize("DECDEC_ATTN_GB"),
+            env_usize("DECDEC_ATTN_SPLITS"),
+        );
+        let mut attn_tiers = Vec::new();
+        for (i, &(from, split)) in plan.iter().enumerate() {
+            if from >= opts.max_seq {
+                break;
+            }
+            // positions this tier serves: up to the next tier's start
+            let upto = plan
+                .get(i + 1)
+                .map_or(opts.max_seq, |t| t.0.min(opts.max_seq));
+            let sp = match split {
+                Some((gb, splits)) => Some(attn::SplitAttn::new(
                     &gpu,
                     dims.heads,
                     dims.kv_heads,
                     dims.head_dim,
-                    opts.max_seq,
-                    // `DECDEC_ATTN_SPLITS=S` (experiment knob; default about one block per SM)
-                    std::env::var("DECDEC_ATTN_SPLITS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
+                    upto,
+                    splits,
+                    gb,
                 )?),
-                from,
-            ),
-        };
-        // the one-block-per-head kernel keeps every score of a step in shared memory
-        if opts.max_seq.min(split_from) * 4 > 200 * 1024 {
-            bail!(
-                "max_seq {} is too long for the decode attention kernel (scores in shared memory)",
-                opts.max_seq
-            );
+                // the one-block-per-head kernel keeps every score of a step in shared memory
+                None if upto * 4 > 200 * 1024 => bail!(
+                    "max_seq {} is too long for the decode attention kernel (scores in shared memory)",
+                    opts.max_seq
+                ),
+                None => None,
+            };
+            attn_tiers.push((from, sp));
         }
+        let n_tiers = attn_tiers.len();
         let host_tp = gpu.host_mapped(16)?;
         let (h, xn, qkv, attn, gu, act) = (
             gpu.alloc_zeroed(dims.hidden * 4)?,
@@ -579,13 +582,12 @@ impl CudaEngine {
             argmax,
             x32,
             attn_cnt,
-            attn_split,
+            attn_tiers,
             tp,
             host_tp,
-            graph: [None, None],
-            graph_feedback: [None, None],
-            split_from,
-            capture_long: false,
+            graph: (0..n_tiers).map(|_| None).collect(),
+            graph_feedback: (0..n_tiers).map(|_| None).collect(),
+            capture_tier: 0,
             prefill: None,
             pos: 0,
             dec_enabled: true,
@@ -629,8 +631,8 @@ impl CudaEngine {
     /// Turn compensation on or off (the graph is recaptured on the next step).
     pub fn set_dec(&mut self, on: bool) {
         self.dec_enabled = on;
-        self.graph = [None, None];
-        self.graph_feedback = [None, None];
+        self.graph.iter_mut().for_each(|g| *g = None);
+        self.graph_feedback.iter_mut().for_each(|g| *g = None);
         self.count_dec();
     }
 
@@ -647,8 +649,8 @@ impl CudaEngine {
             l.gate_up.iter_mut().for_each(|p| set(p, k[2]));
             set(&mut l.down, k[3]);
         }
-        self.graph = [None, None];
-        self.graph_feedback = [None, None];
+        self.graph.iter_mut().for_each(|g| *g = None);
+        self.graph_feedback.iter_mut().for_each(|g| *g = None);
         self.count_dec();
     }
 
@@ -843,7 +845,7 @@ impl CudaEngine {
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = producer_sel(sa_o);
             if ablate_skip("attn") {
-            } else if let Some(sp) = self.attn_split.as_ref().filter(|_| self.capture_long) {
+            } else if let Some(sp) = &self.attn_tiers[self.capture_tier].1 {
                 unsafe {
                     sp.launch(
                         g,
@@ -892,7 +894,7 @@ impl CudaEngine {
                         &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
-                        (self.opts.max_seq.min(self.split_from) * 4) as u32,
+                        (self.tier_upto(self.capture_tier) * 4) as u32,
                         &mut args[..nargs],
                     )?;
                 }
@@ -981,9 +983,19 @@ impl CudaEngine {
         Ok(())
     }
 
-    /// Which captured step runs at position `pos`: 1 (split-KV attention) from `split_from`.
+    /// Which captured step (attention tier) runs at position `pos`.
     fn graph_slot(&self, pos: usize) -> usize {
-        usize::from(self.attn_split.is_some() && pos >= self.split_from)
+        self.attn_tiers
+            .iter()
+            .rposition(|t| t.0 <= pos)
+            .unwrap_or(0)
+    }
+
+    /// Positions up to which tier `i` runs (the next tier's start, or the KV cache's length).
+    fn tier_upto(&self, i: usize) -> usize {
+        self.attn_tiers
+            .get(i + 1)
+            .map_or(self.opts.max_seq, |t| t.0)
     }
 
     fn ensure_graph(&mut self, feedback: bool, slot: usize) -> Result<()> {
@@ -1000,9 +1012,9 @@ impl CudaEngine {
             if ablate_skip("sel") {
                 self.ablate_fill_selections()?;
             }
-            self.capture_long = slot == 1;
+            self.capture_tier = slot;
             let g = self.gpu.capture(|| self.queue_step(feedback));
-            self.capture_long = false;
+            self.capture_tier = 0;
             let g = g?;
             if feedback {
                 self.graph_feedback[slot] = Some(g);

@@ -1,16 +1,48 @@
-//! Decode-step attention: which kernel runs and its launch plan.
+//! Decode-step attention: which kernel runs at which context length, and its launch plan.
 //!
-//! The default is the split-KV kernel (`attn_split_decode`, kernels/ops.cu): blocks of one kv head's
-//! query heads (up to 4 at once, sharing every K/V row load) over one range of cache positions,
-//! merged in split order, so a long context spreads over the whole GPU. The one-block-per-query-head
-//! kernel (`attn_decode`) stays for head dimensions the split kernel does not take, for RoPE fused
-//! into attention (`DECDEC_FUSE=rope`), and as the A/B baseline (`DECDEC_ATTN=single`).
+//! Short contexts run the one-block-per-query-head kernel (`attn_decode`, kernels/ops.cu): its
+//! dependency chain is the shortest. Longer ones run the split-KV kernel (`attn_split_decode`):
+//! blocks of one kv head's query heads (sharing every K/V row load) over one range of cache
+//! positions, merged in split order, so a long context spreads over the whole GPU. Each tier is a
+//! separately captured decode graph; the engine picks one per step by position (experiment 53).
 
 use anyhow::{bail, Result};
 
 use crate::gpu::{DevBuf, Gpu};
 use crate::kargs;
 use crate::linear::SelArgs;
+
+/// One decode-step variant: the attention used from position `from` on (None: `attn_decode`;
+/// Some((heads per block, splits)), 0 = automatic: the split-KV kernel).
+pub type TierSpec = (usize, Option<(usize, usize)>);
+
+/// The tiers for a model (ascending `from`, the first from 0). Default, from the H200 measurements
+/// of experiment 53: one block per head below 512 positions, the split kernel with one query head
+/// per block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
+/// bytes). (From 256 the split kernel is 3.5% faster still, but then the 512-token perplexity
+/// check of `gpu-test` crosses kernels and its compensated token-by-token parity lands above
+/// 1e-3, at the noise floor of experiment 52; 512 keeps that check on one kernel.) `knob` is `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and
+/// `splits` (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
+/// does not take, or RoPE fused into attention, leave only the first tier.
+pub fn tier_plan(
+    head_dim: usize,
+    group: usize,
+    fused_rope: bool,
+    knob: Option<&str>,
+    gb: usize,
+    splits: usize,
+) -> Vec<TierSpec> {
+    if !SplitAttn::supports(head_dim) || fused_rope {
+        return vec![(0, None)];
+    }
+    match knob {
+        Some("single") => vec![(0, None)],
+        Some("split") => vec![(0, Some((gb, splits)))],
+        Some(v) => vec![(0, None), (v.parse().unwrap_or(512), Some((gb, splits)))],
+        None if heads_per_block(group) == 1 => vec![(0, None), (512, Some((1, 0)))],
+        None => vec![(0, None), (512, Some((1, 0))), (1536, Some((0, 0)))],
+    }
+}
 
 /// Positions per split at least (kernels/ops.cu `ATTN_PMIN`).
 const PMIN: usize = 64;
@@ -52,7 +84,8 @@ impl SplitAttn {
     }
 
     /// Plan for `heads` query heads over `kv_heads` kv heads of `head_dim`, up to `max_seq`
-    /// positions; `splits` = 0 picks about two blocks per SM at the longest context (experiment 53e).
+    /// positions; `splits` = 0 picks about two blocks per SM at the longest context (experiment 53e),
+    /// `heads_per_block` = 0 the largest divisor of the GQA group up to 4.
     pub fn new(
         gpu: &Gpu,
         heads: usize,
@@ -60,11 +93,19 @@ impl SplitAttn {
         head_dim: usize,
         max_seq: usize,
         splits: usize,
+        heads_per_block: usize,
     ) -> Result<SplitAttn> {
         if !Self::supports(head_dim) || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             bail!("split attention: unsupported heads {heads} / kv heads {kv_heads} / head_dim {head_dim}");
         }
-        let gb = heads_per_block(heads / kv_heads);
+        let g = heads / kv_heads;
+        let gb = if heads_per_block == 0 {
+            self::heads_per_block(g)
+        } else if heads_per_block <= 4 && g.is_multiple_of(heads_per_block) {
+            heads_per_block
+        } else {
+            bail!("split attention: {heads_per_block} heads per block do not divide the GQA group of {g} (at most 4)");
+        };
         let head_groups = heads / gb;
         let splits = if splits == 0 {
             (2 * gpu.sms.max(1) as usize / head_groups).clamp(1, 64)
@@ -147,6 +188,40 @@ impl SplitAttn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiers_start_at_zero_ascend_and_honour_the_knobs() {
+        let default = tier_plan(128, 4, false, None, 0, 0);
+        assert_eq!(
+            default,
+            vec![(0, None), (512, Some((1, 0))), (1536, Some((0, 0)))]
+        );
+        // MHA: one head per block is already the automatic plan, so two tiers
+        assert_eq!(tier_plan(64, 1, false, None, 0, 0).len(), 2);
+        for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
+            let t = tier_plan(128, 4, false, knob, 2, 9);
+            assert_eq!(t[0].0, 0, "{knob:?}");
+            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{knob:?}");
+        }
+        assert_eq!(
+            tier_plan(128, 4, false, Some("single"), 0, 0),
+            vec![(0, None)]
+        );
+        assert_eq!(
+            tier_plan(128, 4, false, Some("split"), 2, 9),
+            vec![(0, Some((2, 9)))]
+        );
+        assert_eq!(
+            tier_plan(128, 4, false, Some("700"), 0, 0)[1],
+            (700, Some((0, 0)))
+        );
+        // the split kernel's limits and the fused-RoPE path keep the one-block kernel only
+        assert_eq!(tier_plan(20, 4, false, None, 0, 0), vec![(0, None)]);
+        assert_eq!(
+            tier_plan(128, 4, true, Some("split"), 0, 0),
+            vec![(0, None)]
+        );
+    }
 
     #[test]
     fn heads_per_block_divides_the_group() {

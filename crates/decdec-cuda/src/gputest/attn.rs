@@ -16,19 +16,23 @@ use crate::linear::dec_total_rows;
 
 pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
     let sfx = dt.suffix();
-    // (heads, kv heads, head_dim, pos, max_seq, splits; 0 = the engine's choice)
-    for (nh, nkv, hd, pos, max_seq, splits) in [
-        (32usize, 8usize, 128usize, 200usize, 256usize, 0usize),
-        (32, 8, 128, 3000, 4096, 0),
-        (8, 4, 64, 37, 256, 3),
-        (9, 3, 64, 700, 1024, 0),
-        (28, 4, 128, 1500, 2048, 0),
-        (16, 2, 64, 511, 512, 5),
-        (6, 6, 48, 0, 256, 0),
-        (4, 2, 8, 1000, 1024, 64),
-        (8, 8, 256, 130, 256, 2),
+    // (heads, kv heads, head_dim, pos, max_seq, splits, heads per block; 0 = the engine's choice)
+    for (nh, nkv, hd, pos, max_seq, splits, gb) in [
+        (
+            32usize, 8usize, 128usize, 200usize, 256usize, 0usize, 0usize,
+        ),
+        (32, 8, 128, 3000, 4096, 0, 0),
+        (32, 8, 128, 1000, 1536, 0, 1),
+        (8, 4, 64, 37, 256, 3, 0),
+        (9, 3, 64, 700, 1024, 0, 0),
+        (28, 4, 128, 1500, 2048, 0, 0),
+        (16, 2, 64, 511, 512, 5, 0),
+        (16, 2, 64, 900, 1024, 0, 2),
+        (6, 6, 48, 0, 256, 0, 0),
+        (4, 2, 8, 1000, 1024, 64, 0),
+        (8, 8, 256, 130, 256, 2, 0),
     ] {
-        let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits)?;
+        let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits, gb)?;
         let active = (pos + 1).div_ceil(split_range(pos + 1, sp.splits));
         let label = format!(
             "split attention nh={nh} nkv={nkv} hd={hd} len={} splits {active}/{} heads/block {} {sfx}",
