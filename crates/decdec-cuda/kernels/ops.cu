@@ -318,7 +318,8 @@ extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(c
 extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
 
 // ---------------------------------------------------------------------------------------------
-// Split-KV decode attention (flash-decoding) with GQA sharing: the decode step's default.
+// Split-KV decode attention (flash-decoding) with GQA sharing: the decode step's kernel from 512
+// positions on (engine/attn.rs `tier_plan`; below, the one-block kernel's shorter chain wins).
 // The one-block-per-query-head kernel above reads its kv head's whole cache once per query head,
 // on nh SMs, which at long contexts costs tens of microseconds per layer. Here block b handles
 // the GB query heads h0 .. h0+GB-1 (GB divides nh/nkv, GB <= 4) of one kv head over one range of
