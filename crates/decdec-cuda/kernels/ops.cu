@@ -95,21 +95,27 @@ __device__ void rope_kv(T* qkv, const float* inv_freq, T* kc, T* vc, const int* 
 extern "C" __global__ void rope_kv_f16(__half* qkv, const float* f, __half* kc, __half* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 extern "C" __global__ void rope_kv_bf16(__nv_bfloat16* qkv, const float* f, __nv_bfloat16* kc, __nv_bfloat16* vc, const int* p, int nh, int nkv, int hd) { rope_kv(qkv, f, kc, vc, p, nh, nkv, hd); }
 
+// The block arrives at `counter` (acq_rel, after all its threads' writes) as one of `n`: true in
+// every thread of the last to arrive, which also resets the counter for the next launch.
+__device__ __forceinline__ bool block_arrive_last(int* counter, int n) {
+    __shared__ int last;
+    __syncthreads();  // the block's writes are done before the release below
+    if (threadIdx.x == 0) {
+        int old;
+        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(counter) : "memory");
+        last = (old + 1 == n);
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    return last;
+}
+
 // Salient channels of the attention output for the o projection's compensation: a block that
 // has written its part of 1024-channel chunk c of out32 arrives (acq_rel counter per chunk, reset
 // by the last); the last of the chunk's `writers` selects it (256 threads, 4 channels each).
 __device__ void o_chunk_arrive(const SelArgs& sa, const float* out32, int* chunk_cnt, int c, int size, int writers) {
-    __shared__ int last;
     __shared__ int ssh[SEL_SH];
-    __syncthreads();  // the block's writes of out32 are done before the release below
-    if (threadIdx.x == 0) {
-        int old;
-        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(chunk_cnt + c) : "memory");
-        last = (old + 1 == writers);
-        if (last) chunk_cnt[c] = 0;
-    }
-    __syncthreads();
-    if (last) {
+    if (block_arrive_last(chunk_cnt + c, writers)) {
         float v[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -360,6 +366,20 @@ template <int GB, bool MAX> __device__ __forceinline__ void block_reduce_g(float
     }
 }
 
+// This lane's 16-byte piece of the cache rows of ATTN_SVU passes (position base + t * step + slot
+// of the split's range starting at lo), all loads issued before any use; zero past the range.
+template <typename T>
+__device__ __forceinline__ void load_pass_pieces(const T* cache, uint4 (&p)[ATTN_SVU], int base, int step, int slot,
+                                                 int cnt, bool has_piece, int lo, int nkv, int kvh, int hd, int pl) {
+#pragma unroll
+    for (int t = 0; t < ATTN_SVU; t++) {
+        const int jj = base + t * step + slot;
+        p[t] = make_uint4(0, 0, 0, 0);
+        if (jj < cnt && has_piece)
+            p[t] = *reinterpret_cast<const uint4*>(cache + ((size_t)(lo + jj) * nkv + kvh) * hd + 8 * pl);
+    }
+}
+
 template <typename T, int GB>
 __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
                            int nkv, int hd, float scale, const SelArgs& sa, int* chunk_cnt, float* part,
@@ -367,7 +387,6 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     pdl_launch_dependents();
     extern __shared__ float smem[];
     __shared__ float sh[NWARP_ATTN * 4];
-    __shared__ int last;
     const int G = nh / nkv, HG = G / GB;
     const int w = blockIdx.x / S, s = blockIdx.x % S;
     const int kvh = w / HG, h0 = w * GB;
@@ -421,13 +440,7 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     for (int g = 0; g < GB; g++) mx[g] = __int_as_float(0xff800000);
     for (int base = warp * PPW; base < cnt; base += ATTN_SVU * step) {
         uint4 kv[ATTN_SVU];
-#pragma unroll
-        for (int t = 0; t < ATTN_SVU; t++) {
-            const int jj = base + t * step + slot;
-            kv[t] = make_uint4(0, 0, 0, 0);
-            if (jj < cnt && has_piece)
-                kv[t] = *reinterpret_cast<const uint4*>(kc + ((size_t)(lo + jj) * nkv + kvh) * hd + 8 * pl);
-        }
+        load_pass_pieces(kc, kv, base, step, slot, cnt, has_piece, lo, nkv, kvh, hd, pl);
 #pragma unroll
         for (int t = 0; t < ATTN_SVU; t++) {
             // warp-uniform: short ranges skip the empty passes (no break: the loop must unroll)
@@ -485,13 +498,7 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
         for (int e = 0; e < 8; e++) acc[g][e] = 0.f;
     for (int base = warp * PPW; base < cnt; base += ATTN_SVU * step) {
         uint4 vv[ATTN_SVU];
-#pragma unroll
-        for (int t = 0; t < ATTN_SVU; t++) {
-            const int jj = base + t * step + slot;
-            vv[t] = make_uint4(0, 0, 0, 0);
-            if (jj < cnt && has_piece)
-                vv[t] = *reinterpret_cast<const uint4*>(vc + ((size_t)(lo + jj) * nkv + kvh) * hd + 8 * pl);
-        }
+        load_pass_pieces(vc, vv, base, step, slot, cnt, has_piece, lo, nkv, kvh, hd, pl);
 #pragma unroll
         for (int t = 0; t < ATTN_SVU; t++) {
             const int jj = base + t * step + slot;
@@ -559,15 +566,7 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
                 r[1] = ml[2 * g + 1];
             }
         }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int old;
-            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(grp_cnt + w) : "memory");
-            last = (old + 1 == A);
-            if (last) grp_cnt[w] = 0;
-        }
-        __syncthreads();
-        if (!last) return;
+        if (!block_arrive_last(grp_cnt + w, A)) return;
         // merge the A splits in split order
         for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
             const int g = e / hd, i = e % hd;

@@ -241,6 +241,11 @@ pub struct DecodeRow {
     pub prefill_tokens_per_s: Option<f64>,
 }
 
+/// `n` token ids spread over the vocabulary: the prompts and contexts of `bench decode`.
+fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
+}
+
 pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
     if let Some(g) = a
         .dec_groups
@@ -299,10 +304,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         engine.set_dec(k > 0);
         // prefill: a warm-up (buffers, cuBLAS) and the median of 3 timed runs from position 0
         let prefill_tps = if a.prompt > 0 {
-            let vocab = engine.dims().vocab;
-            let prompt: Vec<u32> = (0..a.prompt)
-                .map(|i| ((i * 7919 + 13) % vocab) as u32)
-                .collect();
+            let prompt = bench_tokens(a.prompt, engine.dims().vocab);
             let mut times = Vec::new();
             for rep in 0..4 {
                 engine.truncate(0);
@@ -324,10 +326,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         for &depth in &a.depth {
             engine.truncate(0);
             if depth > 0 {
-                let vocab = engine.dims().vocab;
-                let context: Vec<u32> = (0..depth)
-                    .map(|i| ((i * 7919 + 13) % vocab) as u32)
-                    .collect();
+                let context = bench_tokens(depth, engine.dims().vocab);
                 engine.forward(&context, decdec_model::model::Logits::Last)?;
                 // capture this context's step graph outside the timed run
                 engine.greedy_steps(1, 8)?;

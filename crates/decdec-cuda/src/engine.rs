@@ -159,8 +159,6 @@ pub struct CudaEngine {
     /// captured decode steps, one per attention tier
     graph: Vec<Option<Graph>>,
     graph_feedback: Vec<Option<Graph>>,
-    /// the attention tier of the graph being captured
-    capture_tier: usize,
     /// buffers of the batched prefill (allocated on first use)
     prefill: Option<prefill::PrefillBufs>,
     pos: usize,
@@ -587,7 +585,6 @@ impl CudaEngine {
             host_tp,
             graph: (0..n_tiers).map(|_| None).collect(),
             graph_feedback: (0..n_tiers).map(|_| None).collect(),
-            capture_tier: 0,
             prefill: None,
             pos: 0,
             dec_enabled: true,
@@ -628,11 +625,16 @@ impl CudaEngine {
         self.bytes_per_step = bytes;
     }
 
+    /// Forget the captured steps (recaptured on the next step that needs one).
+    fn drop_graphs(&mut self) {
+        self.graph.iter_mut().for_each(|g| *g = None);
+        self.graph_feedback.iter_mut().for_each(|g| *g = None);
+    }
+
     /// Turn compensation on or off (the graph is recaptured on the next step).
     pub fn set_dec(&mut self, on: bool) {
         self.dec_enabled = on;
-        self.graph.iter_mut().for_each(|g| *g = None);
-        self.graph_feedback.iter_mut().for_each(|g| *g = None);
+        self.drop_graphs();
         self.count_dec();
     }
 
@@ -649,8 +651,7 @@ impl CudaEngine {
             l.gate_up.iter_mut().for_each(|p| set(p, k[2]));
             set(&mut l.down, k[3]);
         }
-        self.graph.iter_mut().for_each(|g| *g = None);
-        self.graph_feedback.iter_mut().for_each(|g| *g = None);
+        self.drop_graphs();
         self.count_dec();
     }
 
@@ -785,8 +786,9 @@ impl CudaEngine {
         Ok(())
     }
 
-    /// Queue one decode step (everything after the token/position are known).
-    fn queue_step(&self, feedback: bool) -> Result<()> {
+    /// Queue one decode step (everything after the token/position are known), with the attention
+    /// of tier `tier` (`attn_tiers`).
+    fn queue_step(&self, feedback: bool, tier: usize) -> Result<()> {
         let g = &self.gpu;
         let d = &self.dims;
         let sfx = self.opts.dtype.suffix();
@@ -844,8 +846,8 @@ impl CudaEngine {
                 .sel_for(std::slice::from_ref(&l.o), "o")
                 .filter(|_| d.head_dim <= 1024 && 1024 % d.head_dim == 0);
             let sargs_o = producer_sel(sa_o);
-            if ablate_skip("attn") {
-            } else if let Some(sp) = &self.attn_tiers[self.capture_tier].1 {
+            let attn_on = !ablate_skip("attn");
+            if let (true, Some(sp)) = (attn_on, &self.attn_tiers[tier].1) {
                 unsafe {
                     sp.launch(
                         g,
@@ -862,8 +864,9 @@ impl CudaEngine {
                         self.attn_cnt.ptr,
                     )?;
                 }
-            } else {
-                // With fuse_rope, RoPE + KV append + attention run in one launch (one extra argument).
+            } else if attn_on {
+                // one block per query head; with fuse_rope, RoPE + KV append + attention run in
+                // one launch (one extra argument)
                 let kernel = if fuse_rope {
                     "attn_rope_decode"
                 } else {
@@ -894,7 +897,7 @@ impl CudaEngine {
                         &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
-                        (self.tier_upto(self.capture_tier) * 4) as u32,
+                        (self.tier_upto(tier) * 4) as u32,
                         &mut args[..nargs],
                     )?;
                 }
@@ -1012,10 +1015,7 @@ impl CudaEngine {
             if ablate_skip("sel") {
                 self.ablate_fill_selections()?;
             }
-            self.capture_tier = slot;
-            let g = self.gpu.capture(|| self.queue_step(feedback));
-            self.capture_tier = 0;
-            let g = g?;
+            let g = self.gpu.capture(|| self.queue_step(feedback, slot))?;
             if feedback {
                 self.graph_feedback[slot] = Some(g);
             } else {
