@@ -521,10 +521,7 @@ impl CudaEngine {
             if from >= opts.max_seq {
                 break;
             }
-            // positions this tier serves: up to the next tier's start
-            let upto = plan
-                .get(i + 1)
-                .map_or(opts.max_seq, |t| t.0.min(opts.max_seq));
+            let upto = attn::tier_end(&plan, i, opts.max_seq);
             let sp = match split {
                 Some((gb, splits)) => Some(attn::SplitAttn::new(
                     &gpu,
@@ -996,9 +993,7 @@ impl CudaEngine {
 
     /// Positions up to which tier `i` runs (the next tier's start, or the KV cache's length).
     fn tier_upto(&self, i: usize) -> usize {
-        self.attn_tiers
-            .get(i + 1)
-            .map_or(self.opts.max_seq, |t| t.0)
+        attn::tier_end(&self.attn_tiers, i, self.opts.max_seq)
     }
 
     fn ensure_graph(&mut self, feedback: bool, slot: usize) -> Result<()> {

@@ -282,7 +282,6 @@ pub fn random_residual(rng: &mut StdRng, n: usize, k: usize) -> Residual {
     }
 }
 
-/// Thresholds like calibration would give: t[j] = (j+1)-th largest |v| over a few random vectors.
 /// Elements (of type T) that differ bit for bit between the first `n` of two device buffers.
 fn raw_mismatches<T: bytemuck::Pod + Default + Clone + PartialEq>(
     gpu: &Gpu,
@@ -327,6 +326,7 @@ fn selection_mismatches(
     Ok(gsel.iter().zip(&rows).filter(|(a, b)| a != b).count())
 }
 
+/// Thresholds like calibration would give: t[j] = (j+1)-th largest |v| over a few random vectors.
 fn thresholds_like(rng: &mut StdRng, k: usize, spread: f32) -> Vec<f32> {
     let mut best = vec![0f32; k];
     for _ in 0..4 {

@@ -16,13 +16,20 @@ use crate::linear::SelArgs;
 /// Some((heads per block, splits)), 0 = automatic: the split-KV kernel).
 pub type TierSpec = (usize, Option<(usize, usize)>);
 
+/// End (exclusive) of the positions tier `i` of `tiers` (ascending start positions) serves: the
+/// next tier's start, or `max_seq` for the last.
+pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
+    tiers.get(i + 1).map_or(max_seq, |t| t.0.min(max_seq))
+}
+
 /// The tiers for a model (ascending `from`, the first from 0). Default, from the H200 measurements
 /// of experiment 53: one block per head below 512 positions, the split kernel with one query head
 /// per block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
 /// bytes). (From 256 the split kernel is 3.5% faster still, but then the 512-token perplexity
 /// check of `gpu-test` crosses kernels and its compensated token-by-token parity lands above
-/// 1e-3, at the noise floor of experiment 52; 512 keeps that check on one kernel.) `knob` is `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and
-/// `splits` (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
+/// 1e-3, at the noise floor of experiment 52; 512 keeps that check on one kernel.) `knob` is
+/// `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and `splits`
+/// (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
 /// does not take, or RoPE fused into attention, leave only the first tier.
 pub fn tier_plan(
     head_dim: usize,
@@ -221,6 +228,19 @@ mod tests {
             tier_plan(128, 4, true, Some("split"), 0, 0),
             vec![(0, None)]
         );
+    }
+
+    #[test]
+    fn a_tier_ends_where_the_next_starts_or_at_the_cache_length() {
+        let plan = tier_plan(128, 4, false, None, 0, 0);
+        let starts: Vec<usize> = plan.iter().map(|t| t.0).collect();
+        assert_eq!(starts, vec![0, 512, 1536]);
+        assert_eq!(tier_end(&plan, 0, 8192), 512);
+        assert_eq!(tier_end(&plan, 1, 8192), 1536);
+        assert_eq!(tier_end(&plan, 2, 8192), 8192);
+        // a cache shorter than a later tier's start ends every tier there
+        assert_eq!(tier_end(&plan, 0, 300), 300);
+        assert_eq!(tier_end(&plan, 1, 1000), 1000);
     }
 
     #[test]
