@@ -172,6 +172,10 @@ fn bad_flag_values() {
             vec!["ppl", "-m", m, "--text", "Cargo.toml", "--select", "best"],
             "--select",
         ),
+        (
+            vec!["ppl", "-m", m, "--text", "Cargo.toml", "--head-bits", "8"],
+            "--head-bits",
+        ),
     ] {
         let o = decdec(&args);
         assert_fails_naming(&o, &[flag]);

@@ -3,21 +3,30 @@
 mod common;
 use common::*;
 
-#[test]
-fn stories260k_perplexity_matches_reference() {
+/// `decdec ppl --json` of the bundled stories260K on the TinyStories sample (ctx 512) with `extra`
+/// flags: the JSON summary line.
+fn stories_ppl(extra: &[&str]) -> serde_json::Value {
     let text = shared().join("corpora/tinystories-sample.txt");
-    let o = decdec(&[
+    let (model, text) = (stories(), text.to_str().unwrap().to_string());
+    let mut args = vec![
         "ppl",
         "--model",
-        stories().to_str().unwrap(),
+        model.to_str().unwrap(),
         "--text",
-        text.to_str().unwrap(),
+        &text,
         "--ctx",
         "512",
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = decdec(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let j = last_json(&o);
+    last_json(&o)
+}
+
+#[test]
+fn stories260k_perplexity_matches_reference() {
+    let j = stories_ppl(&[]);
     let ppl = j["ppl"].as_f64().unwrap();
     assert!((ppl - 5.5583).abs() <= 0.002, "ppl {ppl}");
     assert_eq!(j["chunks"], 30);
@@ -25,6 +34,16 @@ fn stories260k_perplexity_matches_reference() {
     assert_eq!(j["ctx"], 512);
     assert!(j["nll_mean"].as_f64().unwrap() > 0.0);
     assert!(j["seconds"].as_f64().unwrap() > 0.0);
+}
+
+/// `--head-bits`: the output projection quantized at load time (RTN g64 here: hidden 64) costs
+/// perplexity, more at 3 bits than at 4; the values pin the quantizer and the CPU logits path.
+#[test]
+fn stories260k_quantized_head_perplexity() {
+    let ppl = |bits: &str| stories_ppl(&["--head-bits", bits])["ppl"].as_f64().unwrap();
+    let (p4, p3) = (ppl("4"), ppl("3"));
+    assert!((p4 - 5.7601).abs() <= 0.002, "4-bit head ppl {p4}");
+    assert!((p3 - 6.4846).abs() <= 0.002, "3-bit head ppl {p3}");
 }
 
 #[test]

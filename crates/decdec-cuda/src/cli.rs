@@ -219,6 +219,10 @@ pub struct BenchDecodeArgs {
         default_value = "qkv,o,gu,d"
     )]
     pub dec_groups: Vec<String>,
+    /// Quantize the output projection to 3 or 4 bits (uniform g128; a synthetic head is random,
+    /// a real model's is quantized at load time). Default: f16 head.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(3..=4))]
+    pub head_bits: Option<u32>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -228,6 +232,8 @@ pub struct BenchDecodeArgs {
 pub struct DecodeRow {
     pub model: String,
     pub bits: u32,
+    /// bits of the quantized head (`None`: f16)
+    pub head_bits: Option<u32>,
     pub k_chunk: usize,
     /// tokens in the KV cache before the measured decode
     pub depth: usize,
@@ -278,16 +284,21 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             bail!("--bits must be 3, 4 or 16");
         }
         // residuals are generated for the largest k_chunk asked for (k_chunk = 0 runs skip them)
-        CudaEngine::synthetic(name, a.bits, [max_k; 4], opts)?
+        CudaEngine::synthetic(name, a.bits, [max_k; 4], a.head_bits, opts)?
     } else {
-        let loaded = decdec_model::open(std::path::Path::new(&a.model), &Default::default())?;
+        let mut loaded = decdec_model::open(std::path::Path::new(&a.model), &Default::default())?;
+        if let Some(hb) = a.head_bits {
+            loaded.model.quantize_head(hb)?;
+        }
         CudaEngine::from_model(&loaded.model, opts)?
     };
     println!(
-        "device: {}; model {} ({} bits), {} weight MB per token",
+        "device: {}; model {} ({} bits, head {}), {} weight MB per token",
         engine.gpu.name,
         a.model,
         a.bits,
+        a.head_bits
+            .map_or("f16".to_string(), |b| format!("{b}-bit g128")),
         engine.weight_bytes_per_step() >> 20
     );
     let mut rows: Vec<DecodeRow> = Vec::new();
@@ -343,6 +354,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             let row = DecodeRow {
                 model: a.model.clone(),
                 bits: a.bits,
+                head_bits: a.head_bits,
                 k_chunk: k,
                 depth,
                 tokens: a.tokens,

@@ -126,6 +126,16 @@ impl Dims {
     }
 }
 
+/// The output projection (logits).
+pub(crate) enum Head {
+    /// tied: the embedding table, read as an activation-dtype [vocab][hidden] matrix
+    Tied,
+    /// its own activation-dtype [vocab][hidden] matrix
+    Dense(DevBuf),
+    /// quantized at load time (`--head-bits`): the uniform GEMV, f32 logits
+    Quant(Box<GpuLinear>),
+}
+
 pub struct CudaEngine {
     pub gpu: Gpu,
     config: ModelConfig,
@@ -133,7 +143,7 @@ pub struct CudaEngine {
     opts: CudaOptions,
     layers: Vec<GpuLayer>,
     embed: DevBuf,
-    lm_head: Option<DevBuf>,
+    head: Head,
     final_norm: DevBuf,
     inv_freq: DevBuf,
     // activations
@@ -467,9 +477,10 @@ impl CudaEngine {
             });
         }
         let embed = upload_act(&gpu, dt, &model.embed)?;
-        let lm_head = match &model.lm_head {
-            Some(w) => Some(upload_act(&gpu, dt, w)?),
-            None => None,
+        let head = match (&model.head_quant, &model.lm_head) {
+            (Some(q), _) => Head::Quant(Box::new(gpu_linear_of(&gpu, q)?)),
+            (None, Some(w)) => Head::Dense(upload_act(&gpu, dt, w)?),
+            (None, None) => Head::Tied,
         };
         let final_norm = gpu.upload(&model.norm)?;
         let inv_freq = gpu.upload(&model.inv_freq)?;
@@ -480,7 +491,7 @@ impl CudaEngine {
             opts,
             layers,
             embed,
-            lm_head,
+            head,
             final_norm,
             inv_freq,
         )?;
@@ -496,7 +507,7 @@ impl CudaEngine {
         opts: CudaOptions,
         layers: Vec<GpuLayer>,
         embed: DevBuf,
-        lm_head: Option<DevBuf>,
+        head: Head,
         final_norm: DevBuf,
         inv_freq: DevBuf,
     ) -> Result<CudaEngine> {
@@ -564,7 +575,7 @@ impl CudaEngine {
             opts,
             layers,
             embed,
-            lm_head,
+            head,
             final_norm,
             inv_freq,
             h,
@@ -928,9 +939,6 @@ impl CudaEngine {
                 sa.is_some(),
             )?;
         }
-        let vocab = d.vocab as i32;
-        let lm = self.lm_head.as_ref().unwrap_or(&self.embed).ptr;
-        let mode = OutMode::StoreF32 as i32;
         unsafe {
             let null = 0u64;
             g.launch(
@@ -947,13 +955,10 @@ impl CudaEngine {
                     &d.eps
                 ],
             )?;
-            g.launch(
-                &format!("dense_gemv_{sfx}"),
-                (d.vocab as u32).div_ceil(8),
-                256,
-                0,
-                kargs![&lm, &self.xn.ptr, &self.logits.ptr, &vocab, &hid, &mode],
-            )?;
+        }
+        self.head_gemv(self.xn.ptr, self.logits.ptr)?;
+        let vocab = d.vocab as i32;
+        unsafe {
             g.launch(
                 "argmax_f32",
                 1,
@@ -963,6 +968,33 @@ impl CudaEngine {
             )?;
         }
         Ok(())
+    }
+
+    /// f32 logits = head x for one activation-dtype row `x` (decode step; prefill rows with a
+    /// quantized head).
+    fn head_gemv(&self, x: u64, logits: u64) -> Result<()> {
+        let dt = self.opts.dtype;
+        let lm = match &self.head {
+            Head::Quant(lin) => {
+                return lin.forward(&self.gpu, dt, x, logits, OutMode::StoreF32, DecMode::Off)
+            }
+            Head::Dense(w) => w.ptr,
+            Head::Tied => self.embed.ptr,
+        };
+        let (vocab, hid, mode) = (
+            self.dims.vocab as i32,
+            self.dims.hidden as i32,
+            OutMode::StoreF32 as i32,
+        );
+        unsafe {
+            self.gpu.launch(
+                &format!("dense_gemv_{}", dt.suffix()),
+                (self.dims.vocab as u32).div_ceil(8),
+                256,
+                0,
+                kargs![&lm, &x, &logits, &vocab, &hid, &mode],
+            )
+        }
     }
 
     /// `DECDEC_ABLATE_SKIP=sel`: give every compensated linear a stale selection of distinct
@@ -1101,7 +1133,10 @@ impl CudaEngine {
                 };
             }
         }
-        b + self.dims.vocab * self.dims.hidden * 2
+        b + match &self.head {
+            Head::Quant(q) => q.weight_bytes(),
+            _ => self.dims.vocab * self.dims.hidden * 2,
+        }
     }
 
     pub fn dims(&self) -> &Dims {
@@ -1216,11 +1251,13 @@ pub fn synthetic_dims(name: &str) -> Result<Dims> {
 
 impl CudaEngine {
     /// A random model with real shapes: `bits` 3/4 (uniform g128, random residuals and thresholds
-    /// for DEC at `k_chunks` [qkv, o, gate-up, down]) or 16 (dense activation-dtype weights).
+    /// for DEC at `k_chunks` [qkv, o, gate-up, down]) or 16 (dense activation-dtype weights); the
+    /// head dense, or uniform g128 at `head_bits`.
     pub fn synthetic(
         name: &str,
         bits: u32,
         k_chunks: [usize; 4],
+        head_bits: Option<u32>,
         opts: CudaOptions,
     ) -> Result<CudaEngine> {
         let dims = synthetic_dims(name)?;
@@ -1274,8 +1311,22 @@ impl CudaEngine {
         }
         let embed = gpu.alloc((d.vocab * d.hidden).div_ceil(8) * 16)?;
         fill_act(&gpu, dt, embed.ptr, d.vocab * d.hidden, 7, -1.0, 1.0)?;
-        let lm = gpu.alloc((d.vocab * d.hidden).div_ceil(8) * 16)?;
-        fill_act(&gpu, dt, lm.ptr, d.vocab * d.hidden, 8, -0.02, 0.02)?;
+        let head = match head_bits {
+            Some(hb) => Head::Quant(Box::new(GpuLinear::random(
+                &gpu,
+                Format::Uniform,
+                hb,
+                d.vocab,
+                d.hidden,
+                128,
+                8,
+            )?)),
+            None => {
+                let lm = gpu.alloc((d.vocab * d.hidden).div_ceil(8) * 16)?;
+                fill_act(&gpu, dt, lm.ptr, d.vocab * d.hidden, 8, -0.02, 0.02)?;
+                Head::Dense(lm)
+            }
+        };
         let final_norm = gpu.upload(&vec![1.0f32; d.hidden])?;
         let inv_freq: Vec<f32> = (0..d.head_dim / 2)
             .map(|i| 1.0 / 500000f32.powf(2.0 * i as f32 / d.head_dim as f32))
@@ -1295,15 +1346,7 @@ impl CudaEngine {
         .context("synthetic config")?;
         gpu.check()?;
         Self::assemble(
-            gpu,
-            config,
-            dims,
-            opts,
-            layers,
-            embed,
-            Some(lm),
-            final_norm,
-            inv_freq,
+            gpu, config, dims, opts, layers, embed, head, final_norm, inv_freq,
         )
     }
 }

@@ -1,5 +1,6 @@
 //! GPU vs CPU perplexity parity on a real model: the model as loaded (dense), then quantized in
-//! process (RTN 3-bit g128, 4-bit residuals, calibrated thresholds) with and without compensation.
+//! process (RTN 3-bit g128, 4-bit residuals, calibrated thresholds) with and without compensation,
+//! and with the head quantized at load time (`--head-bits 4`).
 
 use anyhow::{bail, Result};
 use decdec_core::quant::{quantize_rtn, QuantWeight};
@@ -167,9 +168,18 @@ pub fn run(
     let mut m3 =
         std::sync::Arc::try_unwrap(m2).map_err(|_| anyhow::anyhow!("model still shared"))?;
     m3.configure_dec([k_chunk / 4; 4], SelectMethod::Bucket, 0)?;
+    let m3 = std::sync::Arc::new(m3);
     compare(
         &format!("rtn 3-bit g128 + DEC k_chunk={}", k_chunk / 4),
-        std::sync::Arc::new(m3),
+        m3.clone(),
+    )?;
+    // `--head-bits 4`: the head as the uniform GEMV (decode step) and per prefill row
+    let mut m4 =
+        std::sync::Arc::try_unwrap(m3).map_err(|_| anyhow::anyhow!("model still shared"))?;
+    m4.quantize_head(4)?;
+    compare(
+        &format!("rtn 3-bit, 4-bit head + DEC k_chunk={}", k_chunk / 4),
+        std::sync::Arc::new(m4),
     )?;
     Ok(rows)
 }

@@ -46,8 +46,11 @@ pub struct Model {
     pub embed: Vec<f32>,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
-    /// `[vocab, hidden]`; `None` when tied to `embed`.
+    /// `[vocab, hidden]`; `None` when tied to `embed`. After [`Model::quantize_head`] it holds the
+    /// dequantized head, so the CPU engine computes exactly what the quantized GEMV does.
     pub lm_head: Option<Vec<f32>>,
+    /// The head quantized at load time (`--head-bits`); GPU engines stream it instead of f16.
+    pub head_quant: Option<decdec_core::quant::QuantWeight>,
     pub inv_freq: Vec<f32>,
 }
 
@@ -315,6 +318,7 @@ impl Model {
             layers,
             norm,
             lm_head,
+            head_quant: None,
             inv_freq,
         })
     }
@@ -374,6 +378,25 @@ impl Model {
             }
         }
         c
+    }
+
+    /// Quantize the output projection (round to nearest, asymmetric, groups of 128 input
+    /// channels, or 64/32 when the hidden size needs it) at `bits` 3 or 4. Not compensated: the
+    /// head has no residuals. For a tied head the embedding table stays full precision.
+    pub fn quantize_head(&mut self, bits: u32) -> Result<()> {
+        if !matches!(bits, 3 | 4) {
+            bail!("--head-bits {bits}: the GPU GEMV supports 3 or 4");
+        }
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let Some(group) = [128, 64, 32].into_iter().find(|g| h % g == 0) else {
+            bail!("--head-bits: hidden size {h} is not a multiple of 32 (the quantization group)");
+        };
+        let q = decdec_core::quant::uniform::quantize_rtn(self.lm_head(), v, h, bits, group)
+            .map_err(|e| anyhow::anyhow!("quantizing lm_head: {e}"))?;
+        let q = decdec_core::quant::QuantWeight::Uniform(q);
+        self.lm_head = Some(q.dequantize());
+        self.head_quant = Some(q);
+        Ok(())
     }
 
     pub fn lm_head(&self) -> &[f32] {

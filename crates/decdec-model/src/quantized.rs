@@ -402,6 +402,7 @@ pub fn load_model(dir: &Path) -> Result<(Manifest, Model)> {
             layers,
             norm,
             lm_head,
+            head_quant: None,
             inv_freq,
         })
     })?;

@@ -12,7 +12,7 @@
 use anyhow::{anyhow, bail, Result};
 use decdec_model::model::Logits;
 
-use super::{ablate_skip, CudaEngine, Proj, ProjKind};
+use super::{ablate_skip, CudaEngine, Head, Proj, ProjKind};
 use crate::gpu::DevBuf;
 use crate::kargs;
 use crate::linear::{gemm_xwt_split, gemm_xwt_to};
@@ -284,20 +284,36 @@ impl CudaEngine {
         if let Some(first) = first {
             self.pf_norm(b, self.final_norm.ptr, t)?;
             let n_rows = t - first;
-            let lm = self.lm_head.as_ref().unwrap_or(&self.embed).ptr;
             let x = b.x.ptr + (first * d.hidden * 2) as u64;
-            gemm_xwt_to(
-                g,
-                self.opts.dtype,
-                x,
-                lm,
-                b.logits.ptr,
-                n_rows,
-                d.hidden,
-                d.vocab,
-                true,
-                false,
-            )?;
+            let lm = match &self.head {
+                Head::Dense(w) => Some(w.ptr),
+                Head::Tied => Some(self.embed.ptr),
+                Head::Quant(_) => None,
+            };
+            match lm {
+                Some(lm) => gemm_xwt_to(
+                    g,
+                    self.opts.dtype,
+                    x,
+                    lm,
+                    b.logits.ptr,
+                    n_rows,
+                    d.hidden,
+                    d.vocab,
+                    true,
+                    false,
+                )?,
+                // a quantized head runs the decode step's GEMV per row: no dequantized copy of
+                // the largest matrix in device memory, the same arithmetic as decoding
+                None => {
+                    for r in 0..n_rows {
+                        self.head_gemv(
+                            x + (r * d.hidden * 2) as u64,
+                            b.logits.ptr + (r * d.vocab * 4) as u64,
+                        )?;
+                    }
+                }
+            }
             out.extend(g.read_raw::<f32>(b.logits.ptr, n_rows * d.vocab)?);
         }
         self.pos += t;
