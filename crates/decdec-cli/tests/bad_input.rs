@@ -173,7 +173,7 @@ fn bad_flag_values() {
             "--select",
         ),
         (
-            vec!["ppl", "-m", m, "--text", "Cargo.toml", "--head-bits", "8"],
+            vec!["ppl", "-m", m, "--text", "Cargo.toml", "--head-bits", "5"],
             "--head-bits",
         ),
     ] {

@@ -687,6 +687,85 @@ __device__ void dense_gemv(const T* __restrict__ w, const T* __restrict__ x, voi
 extern "C" __global__ void __launch_bounds__(256) dense_gemv_f16(const __half* w, const __half* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
 extern "C" __global__ void __launch_bounds__(256) dense_gemv_bf16(const __nv_bfloat16* w, const __nv_bfloat16* x, void* y, int N, int K, int m) { dense_gemv(w, x, y, N, K, m); }
 
+// GEMV of an output projection quantized to 8 bits at load time (`--head-bits 8`): the canonical
+// uniform format (docs/formats.md) with bits = 8, i.e. row-major code bytes [N][Kp] (Kp = K rounded
+// up to 32), an f32 scale and a u8 zero point per group of G = 2^gshift input channels; f32 result
+// sum_g s_g * sum_{j in g} (q_j - z_g) x_j. x is staged once per block in shared memory as f32
+// (K floats of dynamic shared memory, swizzled); warps take rows blockIdx.x * 8 + warp, += gridDim.x * 8; per
+// 512-channel step lane l covers 16 consecutive channels (one 16-byte load of codes), all in one
+// group (G % 16 == 0, K % 16 == 0). (q - z) is exact: one PRMT puts the code byte into the mantissa
+// of 2^23, one FADD subtracts 2^23 + z. Fixed summation order: deterministic.
+#ifndef HEAD_U8_BATCH
+#define HEAD_U8_BATCH 4  // 16-byte code loads per lane in flight
+#endif
+template <typename T>
+__device__ void head_u8_gemv(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
+                             const unsigned char* __restrict__ zeros, const T* __restrict__ x, void* y, int N, int K,
+                             int Kp, int gshift, int out_mode) {
+    pdl_launch_dependents();
+    pdl_wait();
+    extern __shared__ float xs[];
+    // 16-byte unit U of x sits at unit U ^ ((U >> 3) & 3): the 8 lanes of a shared-memory phase
+    // (lane l reads unit 4 l + u) then hit 8 different bank quads (unswizzled: 4-way conflicts)
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        const int U = i >> 2;
+        xs[((U ^ ((U >> 3) & 3)) << 2) | (i & 3)] = Dt<T>::to_f(x[i]);
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ng = (K + (1 << gshift) - 1) >> gshift;
+    // this lane's four x units of every 512-channel step (the swizzle only permutes them)
+    const float4* xl[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) xl[u] = reinterpret_cast<const float4*>(xs) + lane * 4 + (u ^ ((lane >> 1) & 3));
+    for (int row = blockIdx.x * 8 + warp; row < N; row += gridDim.x * 8) {
+        const unsigned char* cr = codes + (size_t)row * Kp + lane * 16;
+        const float* sr = scales + (size_t)row * ng;
+        const unsigned char* zr = zeros + (size_t)row * ng;
+        float acc = 0.f;
+        // all loads of a batch first (ldg_stream is asm volatile: program order), then the math
+        for (int c0 = 0; c0 < K; c0 += 512 * HEAD_U8_BATCH) {
+            uint4 w[HEAD_U8_BATCH];
+            float s[HEAD_U8_BATCH], zb[HEAD_U8_BATCH];
+#pragma unroll
+            for (int t = 0; t < HEAD_U8_BATCH; t++) {
+                const int c = c0 + 512 * t + lane * 16;
+                if (c < K) {
+                    w[t] = ldg_stream(reinterpret_cast<const uint4*>(cr + c0 + 512 * t));
+                    s[t] = __ldg(sr + (c >> gshift));
+                    zb[t] = -(8388608.f + (float)__ldg(zr + (c >> gshift)));
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < HEAD_U8_BATCH; t++) {
+                if (c0 + 512 * t + lane * 16 >= K) break;
+                const int ub = (c0 >> 2) + 128 * t;
+                const u32 wv[4] = {w[t].x, w[t].y, w[t].z, w[t].w};
+                float part = 0.f;
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const float4 xx = xl[u][ub];
+                    const float xe[4] = {xx.x, xx.y, xx.z, xx.w};
+#pragma unroll
+                    for (int b = 0; b < 4; b++) {
+                        const float q = __uint_as_float(__byte_perm(wv[u], 0x4b000000u, 0x7440u | b)) + zb[t];
+                        part = fmaf(q, xe[b], part);
+                    }
+                }
+                acc = fmaf(s[t], part, acc);
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            if (out_mode == 0) reinterpret_cast<T*>(y)[row] = Dt<T>::from_f(acc);
+            else if (out_mode == 1) reinterpret_cast<float*>(y)[row] += acc;
+            else reinterpret_cast<float*>(y)[row] = acc;
+        }
+    }
+}
+extern "C" __global__ void __launch_bounds__(256) head_u8_gemv_f16(const unsigned char* c, const float* s, const unsigned char* z, const __half* x, void* y, int N, int K, int Kp, int G, int m) { head_u8_gemv(c, s, z, x, y, N, K, Kp, G, m); }
+extern "C" __global__ void __launch_bounds__(256) head_u8_gemv_bf16(const unsigned char* c, const float* s, const unsigned char* z, const __nv_bfloat16* x, void* y, int N, int K, int Kp, int G, int m) { head_u8_gemv(c, s, z, x, y, N, K, Kp, G, m); }
+
 // y[i] += bias[i] (f32 bias, activation-dtype output)
 template <typename T> __device__ void add_bias(T* y, const float* b, int n) {
     pdl_launch_dependents();

@@ -219,9 +219,9 @@ pub struct BenchDecodeArgs {
         default_value = "qkv,o,gu,d"
     )]
     pub dec_groups: Vec<String>,
-    /// Quantize the output projection to 3 or 4 bits (uniform g128; a synthetic head is random,
+    /// Quantize the output projection to 8, 4 or 3 bits (uniform g128; a synthetic head is random,
     /// a real model's is quantized at load time). Default: f16 head.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(3..=4))]
+    #[arg(long, value_parser = decdec_model::options::parse_head_bits)]
     pub head_bits: Option<u32>,
     /// Write the results as JSON here.
     #[arg(long)]

@@ -9,7 +9,10 @@
 //! through the decode step token by token.
 
 pub mod attn;
+pub(crate) mod head;
 mod prefill;
+
+use head::Head;
 pub use prefill::pf_attn_launch;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -124,16 +127,6 @@ impl Dims {
     fn qkv(&self) -> usize {
         (self.heads + 2 * self.kv_heads) * self.head_dim
     }
-}
-
-/// The output projection (logits).
-pub(crate) enum Head {
-    /// tied: the embedding table, read as an activation-dtype [vocab][hidden] matrix
-    Tied,
-    /// its own activation-dtype [vocab][hidden] matrix
-    Dense(DevBuf),
-    /// quantized at load time (`--head-bits`): the uniform GEMV, f32 logits
-    Quant(Box<GpuLinear>),
 }
 
 pub struct CudaEngine {
@@ -477,11 +470,12 @@ impl CudaEngine {
             });
         }
         let embed = upload_act(&gpu, dt, &model.embed)?;
-        let head = match (&model.head_quant, &model.lm_head) {
-            (Some(q), _) => Head::Quant(Box::new(gpu_linear_of(&gpu, q)?)),
-            (None, Some(w)) => Head::Dense(upload_act(&gpu, dt, w)?),
-            (None, None) => Head::Tied,
-        };
+        let head = Head::of_model(
+            &gpu,
+            dt,
+            model.head_quant.as_ref(),
+            model.lm_head.as_deref(),
+        )?;
         let final_norm = gpu.upload(&model.norm)?;
         let inv_freq = gpu.upload(&model.inv_freq)?;
         let mut e = Self::assemble(
@@ -973,28 +967,14 @@ impl CudaEngine {
     /// f32 logits = head x for one activation-dtype row `x` (decode step; prefill rows with a
     /// quantized head).
     fn head_gemv(&self, x: u64, logits: u64) -> Result<()> {
-        let dt = self.opts.dtype;
-        let lm = match &self.head {
-            Head::Quant(lin) => {
-                return lin.forward(&self.gpu, dt, x, logits, OutMode::StoreF32, DecMode::Off)
-            }
-            Head::Dense(w) => w.ptr,
-            Head::Tied => self.embed.ptr,
-        };
-        let (vocab, hid, mode) = (
-            self.dims.vocab as i32,
-            self.dims.hidden as i32,
-            OutMode::StoreF32 as i32,
-        );
-        unsafe {
-            self.gpu.launch(
-                &format!("dense_gemv_{}", dt.suffix()),
-                (self.dims.vocab as u32).div_ceil(8),
-                256,
-                0,
-                kargs![&lm, &x, &logits, &vocab, &hid, &mode],
-            )
-        }
+        self.head.forward(
+            &self.gpu,
+            self.opts.dtype,
+            &self.dims,
+            self.embed.ptr,
+            x,
+            logits,
+        )
     }
 
     /// `DECDEC_ABLATE_SKIP=sel`: give every compensated linear a stale selection of distinct
@@ -1133,10 +1113,7 @@ impl CudaEngine {
                 };
             }
         }
-        b + match &self.head {
-            Head::Quant(q) => q.weight_bytes(),
-            _ => self.dims.vocab * self.dims.hidden * 2,
-        }
+        b + self.head.weight_bytes(&self.dims)
     }
 
     pub fn dims(&self) -> &Dims {
@@ -1311,22 +1288,7 @@ impl CudaEngine {
         }
         let embed = gpu.alloc((d.vocab * d.hidden).div_ceil(8) * 16)?;
         fill_act(&gpu, dt, embed.ptr, d.vocab * d.hidden, 7, -1.0, 1.0)?;
-        let head = match head_bits {
-            Some(hb) => Head::Quant(Box::new(GpuLinear::random(
-                &gpu,
-                Format::Uniform,
-                hb,
-                d.vocab,
-                d.hidden,
-                128,
-                8,
-            )?)),
-            None => {
-                let lm = gpu.alloc((d.vocab * d.hidden).div_ceil(8) * 16)?;
-                fill_act(&gpu, dt, lm.ptr, d.vocab * d.hidden, 8, -0.02, 0.02)?;
-                Head::Dense(lm)
-            }
-        };
+        let head = Head::random(&gpu, dt, d, head_bits)?;
         let final_norm = gpu.upload(&vec![1.0f32; d.hidden])?;
         let inv_freq: Vec<f32> = (0..d.head_dim / 2)
             .map(|i| 1.0 / 500000f32.powf(2.0 * i as f32 / d.head_dim as f32))

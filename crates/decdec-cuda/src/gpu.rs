@@ -646,6 +646,7 @@ fn pdl_kernel(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "gemv_",
         "dense_gemv_",
+        "head_u8_gemv_",
         "rmsnorm_",
         "rope_kv_",
         "attn_decode_",

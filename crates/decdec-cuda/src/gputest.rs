@@ -1073,6 +1073,31 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             1e-5,
         );
     }
+    // 8-bit head GEMV (`--head-bits 8`) against the packed-code CPU GEMV; N past one grid pass
+    // (rows per warp > 1), group sizes 32/64/128, K with a partial last group
+    for (k, n, g) in [
+        (576usize, 1000usize, 64usize),
+        (4096, 20003, 128),
+        (64, 77, 32),
+        (4096, 7, 128),
+        (480, 300, 128),
+    ] {
+        let w: Vec<f32> = (0..n * k).map(|_| randn(rng) * 0.05).collect();
+        let q = decdec_core::quant::quantize_rtn(&w, n, k, 8, g)?;
+        let xs: Vec<f32> = (0..k).map(|_| randn(rng)).collect();
+        let (xb, xr) = upload_act(gpu, dt, &xs)?;
+        let mut want = vec![0f32; n];
+        q.gemv(&xr, &mut want);
+        let y = gpu.alloc(n * 4)?;
+        gpu.memset(&y, 0xff)?;
+        crate::engine::head::U8Head::upload(gpu, &q)?.forward(gpu, dt, xb.ptr, y.ptr)?;
+        let got: Vec<f32> = gpu.read(&y)?;
+        rep.add(
+            format!("8-bit head gemv {k}x{n} g{g} {sfx} (f32 out)"),
+            rel_err(&got, &want),
+            1e-5,
+        );
+    }
     // argmax with a tie (lowest index must win)
     {
         let n = 128_256usize;

@@ -1,6 +1,6 @@
 //! GPU vs CPU perplexity parity on a real model: the model as loaded (dense), then quantized in
 //! process (RTN 3-bit g128, 4-bit residuals, calibrated thresholds) with and without compensation,
-//! and with the head quantized at load time (`--head-bits 4`).
+//! and with the head quantized at load time (`--head-bits 8`, `--head-bits 4`).
 
 use anyhow::{bail, Result};
 use decdec_core::quant::{quantize_rtn, QuantWeight};
@@ -152,6 +152,10 @@ pub fn run(
         decdec_model::open(model_dir, &Default::default())?.model,
     ));
     compare("dense", dense)?;
+    // `--head-bits 8`: the head through `head_u8_gemv` (decode step and prefill rows)
+    let mut head8 = decdec_model::open(model_dir, &Default::default())?.model;
+    head8.quantize_head(8)?;
+    compare("dense, 8-bit head", std::sync::Arc::new(head8))?;
     let calib: Vec<u32> = ids.iter().copied().take(ctx.min(ids.len())).collect();
     quantize_in_process(&mut model, &calib, 3)?;
     model.configure_dec([0; 4], SelectMethod::Bucket, 0)?;

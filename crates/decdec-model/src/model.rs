@@ -381,11 +381,14 @@ impl Model {
     }
 
     /// Quantize the output projection (round to nearest, asymmetric, groups of 128 input
-    /// channels, or 64/32 when the hidden size needs it) at `bits` 3 or 4. Not compensated: the
-    /// head has no residuals. For a tied head the embedding table stays full precision.
+    /// channels, or 64/32 when the hidden size needs it) at `bits` 3, 4 or 8. Not compensated:
+    /// the head has no residuals. For a tied head the embedding table stays full precision.
     pub fn quantize_head(&mut self, bits: u32) -> Result<()> {
-        if !matches!(bits, 3 | 4) {
-            bail!("--head-bits {bits}: the GPU GEMV supports 3 or 4");
+        if !matches!(bits, 3 | 4 | 8) {
+            bail!("--head-bits {bits}: the GPU has a GEMV for 3, 4 or 8 bits");
+        }
+        if self.head_quant.is_some() {
+            bail!("--head-bits: the head is already quantized");
         }
         let (v, h) = (self.config.vocab_size, self.config.hidden_size);
         let Some(group) = [128, 64, 32].into_iter().find(|g| h % g == 0) else {

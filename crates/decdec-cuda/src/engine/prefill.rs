@@ -12,7 +12,7 @@
 use anyhow::{anyhow, bail, Result};
 use decdec_model::model::Logits;
 
-use super::{ablate_skip, CudaEngine, Head, Proj, ProjKind};
+use super::{ablate_skip, CudaEngine, Proj, ProjKind};
 use crate::gpu::DevBuf;
 use crate::kargs;
 use crate::linear::{gemm_xwt_split, gemm_xwt_to};
@@ -285,12 +285,7 @@ impl CudaEngine {
             self.pf_norm(b, self.final_norm.ptr, t)?;
             let n_rows = t - first;
             let x = b.x.ptr + (first * d.hidden * 2) as u64;
-            let lm = match &self.head {
-                Head::Dense(w) => Some(w.ptr),
-                Head::Tied => Some(self.embed.ptr),
-                Head::Quant(_) => None,
-            };
-            match lm {
+            match self.head.dense_ptr(self.embed.ptr) {
                 Some(lm) => gemm_xwt_to(
                     g,
                     self.opts.dtype,

@@ -1,0 +1,13 @@
+#!/bin/bash
+# run IF (session 13): 8-bit head with an L2 prefetch of each warp's next row (on / off by define); batch 4 / 8
+D=.device/decdec
+for hb in none 8; do
+  HB=""; [ $hb != none ] && HB="--head-bits $hb"
+  timeout 150 $D bench decode --model synthetic:llama3-8b --bits 3 --k-chunk 0 --tokens 256 --prompt 0 $HB >> $OUT/h200-bench-decode-head8e-s13.txt 2>&1; echo "== decode 3-bit head $hb rc $?"
+done
+for def in HEAD_U8_NO_PREFETCH=1 HEAD_U8_BATCH=8 HEAD_U8_BATCH=2; do
+DECDEC_DEFINES=$def timeout 150 $D bench decode --model synthetic:llama3-8b --bits 3 --k-chunk 0 --tokens 256 --prompt 0 --head-bits 8 >> $OUT/h200-bench-decode-head8e-s13.txt 2>&1; echo "== decode 3-bit head 8 $def rc $?"
+done
+grep -E "^device|^k_chunk|rror" $OUT/h200-bench-decode-head8e-s13.txt | cut -c1-120
+timeout 300 $D gpu-test --model models/stories260K --text .device/data/tinystories-sample.txt --ctx 512 --chunks 8 > $OUT/h200-gpu-test-head8e-s13.txt 2>&1; echo "gpu-test rc $?"
+grep -E "FAIL|checks|rror|panic" $OUT/h200-gpu-test-head8e-s13.txt | tail -4 | cut -c1-160
