@@ -131,9 +131,9 @@ __device__ void o_chunk_arrive(const SelArgs& sa, const float* out32, int* chunk
 // dynamic shared memory (max_seq floats). Output: warp w sums positions w, w+8, ... for all dims,
 // then the 8 partials are added in warp order (deterministic).
 // ROPE: the kernel also does rope_kv's work (one launch less per layer): q is the un-rotated fused
-// qkv output; every block rotates its q head and its kv head's k of this position in shared memory
-// (rounded to T exactly as rope_kv stores them), uses them for position pos, and the first q head
-// of each kv head appends k, v to the cache. Bit-identical to rope_kv + attn_decode.
+// qkv output; every block rotates its q head into shared memory and appends its kv head's rotated
+// k and v of this position to the cache (rounded to T exactly as rope_kv stores them; the blocks
+// of one kv head write identical values). Bit-identical to rope_kv + attn_decode.
 template <typename T, bool ROPE>
 __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
                             int hd, float scale, SelArgs sa, int* chunk_cnt, const float* inv_freq,
@@ -144,8 +144,6 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     extern __shared__ float sc[];
     __shared__ float sh[32];
     __shared__ float qs[256];
-    __shared__ float ks[256];
-    __shared__ float vs[256];
     __shared__ float part[NWARP_ATTN][256];
     // Before waiting for the previous kernel, thread j loads its key row (hd = 128) into registers
     // and asks L2 for the value rows, taking two memory round trips off the critical path. The
@@ -174,7 +172,10 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
         const int half = hd / 2;
         const T* kin = q + nh * hd + kvh * hd;
         const T* vin = q + (nh + nkv) * hd + kvh * hd;
-        const bool writer = (h % (nh / nkv)) == 0;
+        // every block of the kv head writes the same rotated k and v of position pos (identical
+        // values, a benign race) and then reads that row back like any other: the block's own
+        // global writes are visible to it after the barrier below, and the loops below keep no
+        // special case for position pos (which serialized them: experiment 60)
         T* kdst = kc + ((size_t)pos * nkv + kvh) * hd;
         T* vdst = vc + ((size_t)pos * nkv + kvh) * hd;
         for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -186,19 +187,10 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
             qs[i + half] = Dt<T>::to_f(Dt<T>::from_f(x1 * c + x0 * s));
             x0 = Dt<T>::to_f(kin[i]);
             x1 = Dt<T>::to_f(kin[i + half]);
-            T k0 = Dt<T>::from_f(x0 * c - x1 * s), k1 = Dt<T>::from_f(x1 * c + x0 * s);
-            ks[i] = Dt<T>::to_f(k0);
-            ks[i + half] = Dt<T>::to_f(k1);
-            if (writer) {
-                kdst[i] = k0;
-                kdst[i + half] = k1;
-            }
+            kdst[i] = Dt<T>::from_f(x0 * c - x1 * s);
+            kdst[i + half] = Dt<T>::from_f(x1 * c + x0 * s);
         }
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-            const T v = vin[i];
-            vs[i] = Dt<T>::to_f(v);
-            if (writer) vdst[i] = v;
-        }
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) vdst[i] = vin[i];
     } else {
         for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
     }
@@ -208,9 +200,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const T* k = kc + ((size_t)j * nkv + kvh) * hd;
         float s = 0.f;
-        if (ROPE && j == pos) {
-            for (int i = 0; i < hd; i++) s = fmaf(qs[i], ks[i], s);
-        } else if (kpre_ok && j == (int)threadIdx.x) {
+        if (kpre_ok && j == (int)threadIdx.x) {
 #pragma unroll
             for (int u = 0; u < 16; u++) {
                 const T* kt = reinterpret_cast<const T*>(&kpre[u]);
@@ -271,7 +261,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
             for (int u = 0; u < 8; u++) {
                 int i = lane + 32 * u;
                 vv[t][u] = 0.f;
-                if (i < hd) vv[t][u] = (ROPE && jj == pos) ? vs[i] : Dt<T>::to_f(v[i]);
+                if (i < hd) vv[t][u] = Dt<T>::to_f(v[i]);
             }
         }
 #pragma unroll
@@ -290,7 +280,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
 #pragma unroll
         for (int u = 0; u < 8; u++) {
             int i = lane + 32 * u;
-            if (i < hd) acc[u] = fmaf(p, (ROPE && j == pos) ? vs[i] : Dt<T>::to_f(v[i]), acc[u]);
+            if (i < hd) acc[u] = fmaf(p, Dt<T>::to_f(v[i]), acc[u]);
         }
     }
 #pragma unroll
