@@ -344,6 +344,22 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 ));
             }
         }
+        // the 8-bit head's CUDA-core GEMV (`--head-bits 8`; f32 output), on its own rotated copies
+        if s.k % 16 == 0 && s.k <= 12288 {
+            use crate::engine::head::U8Head;
+            let one = U8Head::random(gpu, s.n, s.k, 128, 91)?;
+            let bytes = one.weight_bytes();
+            let nc = copies_for(gpu, bytes);
+            let mut hs = vec![one];
+            for c in 1..nc {
+                hs.push(U8Head::random(gpu, s.n, s.k, 128, 91 + c as u64)?);
+            }
+            let ys32 = gpu.alloc(CALLS_PER_GRAPH * s.n * 4)?;
+            let us = time_graph(gpu, o.reps, |i| {
+                hs[i % nc].forward(gpu, dt, xs.bufs[i].ptr, ys32.at(i * s.n * 4))
+            })?;
+            rows.push(mk("8-bit g128 GEMV (--head-bits 8)".into(), s, us, bytes));
+        }
         for &bits in &o.bits {
             for format in [Format::Uniform, Format::Lut] {
                 if format == Format::Lut && !o.lut {

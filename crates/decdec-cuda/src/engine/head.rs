@@ -108,7 +108,8 @@ impl U8Head {
         }
     }
 
-    fn weight_bytes(&self) -> usize {
+    /// Bytes one call streams: codes, scales and zero points.
+    pub(crate) fn weight_bytes(&self) -> usize {
         self.n * (self.k_pad + self.k.div_ceil(self.group) * 5)
     }
 }
