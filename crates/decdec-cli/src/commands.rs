@@ -334,6 +334,9 @@ fn print_quantized_summary(q: &serde_json::Value) {
         q["group_size"],
         q["residual_bits"]
     );
+    if let Some(b) = q["head_bits"].as_u64() {
+        println!("             head quantized to {b} bits when loaded (--head-bits 16 keeps it full precision)");
+    }
     if let Some(groups) = q["groups"].as_array() {
         for g in groups {
             println!("             {}", g.as_str().unwrap_or(""));

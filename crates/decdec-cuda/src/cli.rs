@@ -220,7 +220,8 @@ pub struct BenchDecodeArgs {
     )]
     pub dec_groups: Vec<String>,
     /// Quantize the output projection to 8, 4 or 3 bits (uniform g128; a synthetic head is random,
-    /// a real model's is quantized at load time). Default: f16 head.
+    /// a real model's is quantized at load time); 16: full precision. Default: f16 head (a
+    /// quantized directory's manifest may ask for another).
     #[arg(long, value_parser = decdec_model::options::parse_head_bits)]
     pub head_bits: Option<u32>,
     /// Write the results as JSON here.
@@ -284,12 +285,11 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             bail!("--bits must be 3, 4 or 16");
         }
         // residuals are generated for the largest k_chunk asked for (k_chunk = 0 runs skip them)
-        CudaEngine::synthetic(name, a.bits, [max_k; 4], a.head_bits, opts)?
+        let head_bits = a.head_bits.filter(|&b| b != 16);
+        CudaEngine::synthetic(name, a.bits, [max_k; 4], head_bits, opts)?
     } else {
         let mut loaded = decdec_model::open(std::path::Path::new(&a.model), &Default::default())?;
-        if let Some(hb) = a.head_bits {
-            loaded.model.quantize_head(hb)?;
-        }
+        loaded.apply_head_bits(a.head_bits)?;
         CudaEngine::from_model(&loaded.model, opts)?
     };
     println!(
@@ -297,8 +297,9 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         engine.gpu.name,
         a.model,
         a.bits,
-        a.head_bits
-            .map_or("f16".to_string(), |b| format!("{b}-bit g128")),
+        engine
+            .head_bits()
+            .map_or("f16".to_string(), |b| format!("{b}-bit")),
         engine.weight_bytes_per_step() >> 20
     );
     let mut rows: Vec<DecodeRow> = Vec::new();
@@ -354,7 +355,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             let row = DecodeRow {
                 model: a.model.clone(),
                 bits: a.bits,
-                head_bits: a.head_bits,
+                head_bits: engine.head_bits(),
                 k_chunk: k,
                 depth,
                 tokens: a.tokens,

@@ -1116,6 +1116,11 @@ impl CudaEngine {
         b + self.head.weight_bytes(&self.dims)
     }
 
+    /// Bits of the output projection when it is quantized (`--head-bits`).
+    pub fn head_bits(&self) -> Option<u32> {
+        self.head.bits()
+    }
+
     pub fn dims(&self) -> &Dims {
         &self.dims
     }

@@ -28,6 +28,19 @@ pub struct LoadedModel {
     pub kind: SourceKind,
     /// Source dtype per tensor.
     pub dtypes: std::collections::BTreeMap<String, String>,
+    /// Head quantization a quantized directory asks for (its manifest's `head_bits`).
+    pub head_bits: Option<u32>,
+}
+
+impl LoadedModel {
+    /// Quantize the head as `flag` (`--head-bits`; 16 keeps it in full precision) or, without
+    /// the flag, as the directory's manifest asks.
+    pub fn apply_head_bits(&mut self, flag: Option<u32>) -> Result<()> {
+        match flag.or(self.head_bits) {
+            None | Some(16) => Ok(()),
+            Some(b) => self.model.quantize_head(b),
+        }
+    }
 }
 
 fn find_tokenizer(path: &Path, opts: &LoadOptions) -> PathBuf {
@@ -85,6 +98,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         path: path.to_path_buf(),
         kind,
         dtypes,
+        head_bits: None,
     })
 }
 

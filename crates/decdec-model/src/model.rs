@@ -391,15 +391,24 @@ impl Model {
             bail!("--head-bits: the head is already quantized");
         }
         let (v, h) = (self.config.vocab_size, self.config.hidden_size);
-        let Some(group) = [128, 64, 32].into_iter().find(|g| h % g == 0) else {
-            bail!("--head-bits: hidden size {h} is not a multiple of 32 (the quantization group)");
-        };
+        let group = self.head_group()?;
         let q = decdec_core::quant::uniform::quantize_rtn(self.lm_head(), v, h, bits, group)
             .map_err(|e| anyhow::anyhow!("quantizing lm_head: {e}"))?;
         let q = decdec_core::quant::QuantWeight::Uniform(q);
         self.lm_head = Some(q.dequantize());
         self.head_quant = Some(q);
         Ok(())
+    }
+
+    /// Quantization group of the head: 128 input channels, or 64/32 when the hidden size needs it.
+    pub fn head_group(&self) -> Result<usize> {
+        let h = self.config.hidden_size;
+        match [128, 64, 32].into_iter().find(|g| h.is_multiple_of(*g)) {
+            Some(g) => Ok(g),
+            None => bail!(
+                "--head-bits: hidden size {h} is not a multiple of 32 (the quantization group)"
+            ),
+        }
     }
 
     pub fn lm_head(&self) -> &[f32] {

@@ -29,8 +29,9 @@ pub struct ModelArgs {
     /// Quantize the output projection (lm_head) to 8, 4 or 3 bits at load time (round to nearest,
     /// groups of 128): on the GPU the head is then a quantized GEMV instead of an f16 one (an 8B
     /// Llama-3 streams 0.53 / 0.28 / 0.21 GB per token instead of 1.05 GB). 8 bits costs almost no
-    /// perplexity, 4 and 3 bits a visible amount. Default: full precision, as the setup pipeline
-    /// and the original DecDEC keep it.
+    /// perplexity, 4 and 3 bits a visible amount. 16: full precision. Default: what a quantized
+    /// directory's manifest says (`decdec quantize --head-bits`), else full precision, as the
+    /// original DecDEC keeps it.
     #[arg(long, value_parser = parse_head_bits)]
     pub head_bits: Option<u32>,
     /// Where to run: cpu (reference engine) or cuda.
@@ -64,11 +65,11 @@ pub fn parse_k_chunk(s: &str) -> Result<[usize; 4], String> {
     Ok(out)
 }
 
-/// `--head-bits`: 3, 4 or 8 (the widths the GPU has a GEMV for).
+/// `--head-bits`: 3, 4 or 8 (the widths the GPU has a GEMV for), or 16 (full precision).
 pub fn parse_head_bits(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
-        Ok(b @ (3 | 4 | 8)) => Ok(b),
-        _ => Err(format!("'{s}' is not one of 3, 4, 8")),
+        Ok(b @ (3 | 4 | 8 | 16)) => Ok(b),
+        _ => Err(format!("'{s}' is not one of 3, 4, 8, 16")),
     }
 }
 
@@ -107,9 +108,7 @@ impl ModelArgs {
                 .configure_dec(k, self.select, 0)
                 .context("--k-chunk")?;
         }
-        if let Some(bits) = self.head_bits {
-            lm.model.quantize_head(bits)?;
-        }
+        lm.apply_head_bits(self.head_bits)?;
         Ok(lm)
     }
 
@@ -137,7 +136,8 @@ mod tests {
         use super::parse_head_bits;
         assert_eq!(parse_head_bits("8"), Ok(8));
         assert_eq!(parse_head_bits("3"), Ok(3));
-        for bad in ["2", "5", "16", "x", ""] {
+        assert_eq!(parse_head_bits("16"), Ok(16));
+        for bad in ["2", "5", "32", "x", ""] {
             assert!(parse_head_bits(bad).is_err(), "{bad}");
         }
     }

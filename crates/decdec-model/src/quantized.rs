@@ -88,6 +88,10 @@ pub struct Manifest {
     /// Free-form details of the quantizer (AWQ chosen ratios, 3.5-bit sensitivities, timings).
     #[serde(default)]
     pub details: serde_json::Value,
+    /// `decdec quantize --head-bits`: the output projection is quantized to these bits when the
+    /// model is loaded (stored in full precision; `--head-bits 16` at run time overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_bits: Option<u32>,
 }
 
 /// Tensor names of one quantized linear.
@@ -435,5 +439,6 @@ pub fn open(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         path: dir.to_path_buf(),
         kind: SourceKind::Quantized,
         dtypes,
+        head_bits: m.head_bits,
     })
 }

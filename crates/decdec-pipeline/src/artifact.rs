@@ -378,6 +378,7 @@ pub fn manifest_for(
             kind: source_kind.to_string(),
         },
         details: qm.details.clone(),
+        head_bits: opts.head_bits,
     })
 }
 
@@ -458,6 +459,7 @@ pub fn inspect(dir: &Path) -> Result<serde_json::Value> {
             "group_size": m.group_size,
             "groups": groups,
             "residual_bits": m.residual_bits,
+            "head_bits": m.head_bits,
             "calibration": m.calibration,
             "source": m.source,
             "bytes": {

@@ -58,6 +58,11 @@ pub struct QuantizeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Quantize the output projection to 8, 4 or 3 bits whenever the result is loaded (recorded
+    /// in the manifest; the head is stored in full precision and `--head-bits 16` at run time
+    /// overrides). 8 bits costs ~1e-4 relative perplexity and halves the head's GPU bytes.
+    #[arg(long, value_parser = decdec_model::options::parse_head_bits)]
+    pub head_bits: Option<u32>,
     /// Print a JSON summary as the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +85,7 @@ impl QuantizeArgs {
             awq_rows: self.awq_rows,
             sens_tokens: QuantizeOptions::default().sens_tokens,
             progress: !self.quiet,
+            head_bits: self.head_bits.filter(|&b| b != 16),
         }
     }
 
@@ -101,6 +107,7 @@ impl QuantizeArgs {
             seed: 42,
             force: false,
             threads: None,
+            head_bits: None,
             json: false,
             quiet: true,
         }
@@ -154,6 +161,9 @@ pub fn quantize_to_dir(
             a.model.display()
         );
     }
+    if opts.head_bits.is_some() {
+        lm.model.head_group()?;
+    }
     let corpus = decdec_model::ppl::read_text(&a.calib).context("--calib")?;
     let qm = quantize::quantize_model(&mut lm.model, &lm.tokenizer, &corpus, &opts, pre)?;
     let manifest = artifact::manifest_for(&qm, &opts, &a.model, kind, &a.calib)?;
@@ -170,6 +180,7 @@ pub fn quantize_to_dir(
         "bits": opts.bits.as_f64(),
         "layer_bits": meta.manifest.layer_bits,
         "residual_bits": opts.residual_bits,
+        "head_bits": opts.head_bits,
         "calibration_tokens": qm.calib_tokens,
         "seconds": t0.elapsed().as_secs_f64(),
         "timings": qm.details["timings"],

@@ -92,6 +92,8 @@ pub struct QuantizeOptions {
     /// Tokens of the 3.5-bit sensitivity measurement.
     pub sens_tokens: usize,
     pub progress: bool,
+    /// Output projection quantized at load time (`--head-bits`; recorded in the manifest).
+    pub head_bits: Option<u32>,
 }
 
 impl Default for QuantizeOptions {
@@ -108,6 +110,7 @@ impl Default for QuantizeOptions {
             awq_rows: 512,
             sens_tokens: 256,
             progress: true,
+            head_bits: None,
         }
     }
 }

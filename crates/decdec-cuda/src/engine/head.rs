@@ -202,6 +202,15 @@ impl Head {
         }
     }
 
+    /// Bits of a quantized head (`None`: activation dtype).
+    pub(crate) fn bits(&self) -> Option<u32> {
+        match self {
+            Head::Quant(q) => Some(q.shape.bits),
+            Head::U8(_) => Some(8),
+            Head::Dense(_) | Head::Tied => None,
+        }
+    }
+
     /// Bytes one decode step streams for the head.
     pub(crate) fn weight_bytes(&self, d: &Dims) -> usize {
         match self {
