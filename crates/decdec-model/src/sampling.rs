@@ -1,6 +1,7 @@
 //! Token sampling: greedy, temperature, top-k, top-p (nucleus), seeded.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -61,8 +62,199 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    /// One token from `logits`: greedy when the temperature is 0, else a draw from the softmax of
+    /// `logits / temperature`, restricted to the `top_k` most likely tokens and then to the
+    /// smallest prefix (by decreasing probability, ties by lower id) whose probability reaches
+    /// `top_p`. Only the part of the vocabulary the draw can reach is sorted (a 128k-token
+    /// vocabulary sorted in full costs ~5 ms per token, more than a GPU decode step).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
+        if p.temperature <= 0.0 || p.top_k == 1 {
+            return argmax(logits);
+        }
+        let t = p.temperature;
+        let (mut m, mut n_finite) = (f32::NEG_INFINITY, 0usize);
+        for &v in logits {
+            if v.is_finite() {
+                m = m.max(v / t);
+                n_finite += 1;
+            }
+        }
+        if n_finite == 0 {
+            return argmax(logits);
+        }
+        // Tokens more than 37 nats below the best have exp(v - m) < 2^-53: they vanish from an f64
+        // sum that holds the best's 1.0 (as in a sum in rank order), so the sum skips them.
+        let e = |v: f32| ((v - m) as f64).exp();
+        let (mut ranked, sum) = if p.top_k > 0 && p.top_k < n_finite {
+            let (mut hi, mut lo): (Vec<Cand>, Vec<Cand>) = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| (i as u32, v / t))
+                .partition(|&(_, v)| v - m >= -37.0);
+            if p.top_k <= hi.len() {
+                top_n(&mut hi, p.top_k);
+                lo.clear();
+            } else {
+                top_n(&mut lo, p.top_k - hi.len());
+            }
+            let sum: f64 = hi.iter().map(|&(_, v)| e(v)).sum();
+            (Ranked::new(hi, Some(lo), logits, t, f32::NEG_INFINITY), sum)
+        } else {
+            // f64 exponentials of the whole vocabulary: in parallel, partial sums of fixed chunks
+            // added in chunk order (deterministic)
+            let sum: f64 = logits
+                .par_chunks(8192)
+                .map(|c| {
+                    c.iter()
+                        .map(|&v| v / t)
+                        .filter(|&v| v.is_finite() && v - m >= -37.0)
+                        .map(e)
+                        .sum::<f64>()
+                })
+                .collect::<Vec<f64>>()
+                .iter()
+                .sum();
+            // Tokens of probability below 2^-20 are read only by the draws that reach the tail
+            // they make up (rare for a language model's peaked distribution): they are gathered
+            // (and sorted) only then.
+            let cut = (m + sum.ln() as f32 - 20.0 * std::f32::consts::LN_2).max(m - 37.0);
+            let hi: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u32, v / t))
+                .filter(|&(_, v)| v.is_finite() && v >= cut)
+                .collect();
+            (Ranked::new(hi, None, logits, t, cut), sum)
+        };
+        let n = ranked.len();
+        let prob = |ranked: &mut Ranked, i: usize| e(ranked.get(i).1) / sum;
+        // nucleus: the first `keep` tokens in rank order reach top_p
+        let (keep, kept) = if p.top_p < 1.0 {
+            let (mut acc, mut keep) = (0.0f64, n);
+            for i in 0..n {
+                acc += prob(&mut ranked, i);
+                if acc >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            let kept: f64 = (0..keep).map(|i| prob(&mut ranked, i)).sum();
+            (keep, Some(kept))
+        } else {
+            (n, None)
+        };
+        let r: f64 = self.rng.random();
+        let mut acc = 0.0;
+        for i in 0..keep {
+            let q = prob(&mut ranked, i);
+            acc += kept.map_or(q, |s| q / s);
+            if r < acc {
+                return ranked.get(i).0;
+            }
+        }
+        ranked.get(keep - 1).0
+    }
+}
+
+/// A candidate token: id and logit / temperature.
+type Cand = (u32, f32);
+
+/// Decreasing logit, then lower token id: the rank order of sampling.
+fn rank_order(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Keep the `n` best of `c` (unordered).
+fn top_n(c: &mut Vec<(u32, f32)>, n: usize) {
+    if n < c.len() {
+        c.select_nth_unstable_by(n - 1, rank_order);
+        c.truncate(n);
+    }
+}
+
+/// Candidates in rank order, sorted lazily: every `hi` token ranks before every `lo` token, and
+/// each part is sorted in growing prefixes as far as it is read. Without an explicit `lo`, it is
+/// every finite token of `logits / t` below `cut`, gathered when first read.
+struct Ranked<'a> {
+    parts: [Vec<(u32, f32)>; 2],
+    sorted: [usize; 2],
+    lo_pending: Option<(&'a [f32], f32, f32)>,
+    n: usize,
+}
+
+impl<'a> Ranked<'a> {
+    fn new(
+        hi: Vec<(u32, f32)>,
+        lo: Option<Vec<(u32, f32)>>,
+        logits: &'a [f32],
+        t: f32,
+        cut: f32,
+    ) -> Ranked<'a> {
+        let (lo, pending, n) = match lo {
+            Some(lo) => {
+                let n = hi.len() + lo.len();
+                (lo, None, n)
+            }
+            None => {
+                let below = logits
+                    .iter()
+                    .filter(|&&v| v.is_finite() && v / t < cut)
+                    .count();
+                (Vec::new(), Some((logits, t, cut)), hi.len() + below)
+            }
+        };
+        Ranked {
+            parts: [hi, lo],
+            sorted: [0, 0],
+            lo_pending: pending,
+            n,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    /// The `i`-th candidate in rank order.
+    fn get(&mut self, i: usize) -> (u32, f32) {
+        let (part, j) = if i < self.parts[0].len() {
+            (0, i)
+        } else {
+            if let Some((logits, t, cut)) = self.lo_pending.take() {
+                self.parts[1] = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (i as u32, v / t))
+                    .filter(|&(_, v)| v.is_finite() && v < cut)
+                    .collect();
+            }
+            (1, i - self.parts[0].len())
+        };
+        let (c, done) = (&mut self.parts[part], &mut self.sorted[part]);
+        if j >= *done {
+            // the next prefix: at least double what is sorted (and 64), from the unsorted rest
+            let upto = (2 * *done).max(64).max(j + 1).min(c.len());
+            let rest = &mut c[*done..];
+            let k = upto - *done;
+            if k < rest.len() {
+                rest.select_nth_unstable_by(k - 1, rank_order);
+            }
+            rest[..k].sort_unstable_by(rank_order);
+            *done = upto;
+        }
+        c[j]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The straightforward sampler (the whole vocabulary sorted, the sum in rank order): the
+    /// lazily sorted one must draw exactly the same tokens from the same seed.
+    fn reference_draw(p: &SamplingParams, rng: &mut StdRng, logits: &[f32]) -> u32 {
         if p.temperature <= 0.0 || p.top_k == 1 {
             return argmax(logits);
         }
@@ -75,7 +267,7 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(logits);
         }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        cand.sort_by(rank_order);
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.truncate(p.top_k);
         }
@@ -97,7 +289,7 @@ impl Sampler {
             let s: f64 = probs.iter().sum();
             probs.iter_mut().for_each(|q| *q /= s);
         }
-        let r: f64 = self.rng.random();
+        let r: f64 = rng.random();
         let mut acc = 0.0;
         for (i, q) in probs.iter().enumerate() {
             acc += q;
@@ -107,11 +299,74 @@ impl Sampler {
         }
         cand[probs.len() - 1].0
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    #[test]
+    fn lazy_ranking_draws_what_a_full_sort_draws() {
+        let mut gen = StdRng::seed_from_u64(5);
+        for case in 0..60 {
+            let n = [3usize, 70, 1000, 40_000][case % 4];
+            let spread = [0.5f32, 4.0, 30.0][case % 3];
+            let mut logits: Vec<f32> = (0..n)
+                .map(|_| (gen.random::<f32>() - 0.5) * spread)
+                .collect();
+            // ties, a few strong tokens, and entries that are never candidates
+            for i in (0..n).step_by(7) {
+                logits[i] = logits[i / 2];
+            }
+            for i in (0..n).step_by(997) {
+                logits[i] += 25.0;
+            }
+            if n > 10 {
+                logits[3] = f32::NEG_INFINITY;
+                logits[5] = f32::NAN;
+            }
+            for (t, k, tp) in [
+                (1.0f32, 0usize, 1.0f32),
+                (0.7, 40, 0.9),
+                (1.3, 0, 0.5),
+                (0.5, 5, 1.0),
+            ] {
+                let p = SamplingParams {
+                    temperature: t,
+                    top_k: k,
+                    top_p: tp,
+                    seed: case as u64,
+                };
+                let mut s = Sampler::new(p.clone());
+                let mut rng = StdRng::seed_from_u64(p.seed);
+                for _ in 0..40 {
+                    assert_eq!(
+                        s.sample(&logits),
+                        reference_draw(&p, &mut rng, &logits),
+                        "case {case} n {n} spread {spread} t {t} top_k {k} top_p {tp}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn draws_into_the_lazily_gathered_tail_match_too() {
+        // one strong token and 40000 tied ones, each below 2^-20 but 3% of the mass together:
+        // about one draw in 30 reaches the tail gathered on demand
+        let mut logits = vec![0.0f32; 40_001];
+        logits[17] = 14.0;
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 3,
+        };
+        let mut s = Sampler::new(p.clone());
+        let mut rng = StdRng::seed_from_u64(p.seed);
+        let mut tail = 0;
+        for _ in 0..400 {
+            let got = s.sample(&logits);
+            assert_eq!(got, reference_draw(&p, &mut rng, &logits));
+            tail += usize::from(got != 17);
+        }
+        assert!(tail > 0, "no draw reached the tail");
+    }
 
     #[test]
     fn greedy_is_argmax_and_sampling_respects_top_k() {
