@@ -1178,6 +1178,20 @@ impl Engine for CudaEngine {
     fn dec_counters(&self) -> DecCounters {
         self.counters
     }
+    fn forward_greedy(&mut self, token: u32) -> Result<Option<u32>> {
+        if self.pos + 1 > self.opts.max_seq {
+            bail!(
+                "context overflow: {} tokens exceed the KV cache capacity of {}",
+                self.pos + 1,
+                self.opts.max_seq
+            );
+        }
+        self.step(token)?;
+        // the step's argmax (kernels/ops.cu argmax_f32: lowest index among the largest logits)
+        let next = self.read_argmax()?;
+        self.gpu.check()?;
+        Ok(Some(next))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

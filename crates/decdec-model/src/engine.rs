@@ -30,6 +30,12 @@ pub trait Engine: Send {
     fn dec_counters(&self) -> DecCounters {
         DecCounters::default()
     }
+    /// Run one token and return the greedy next token (the lowest id among the largest logits)
+    /// without handing the logits over, where the backend can (`None`: use `forward`). The CUDA
+    /// engine takes it from its on-GPU argmax instead of copying the vocabulary's logits back.
+    fn forward_greedy(&mut self, _token: u32) -> Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 pub struct CpuEngine {

@@ -108,8 +108,13 @@ pub fn generate(
     // Text withheld because it might be the start of a stop string.
     let mut pending = String::new();
     let t1 = Instant::now();
+    // the next token when the engine already chose it greedily (no logits read back)
+    let mut chosen: Option<u32> = None;
     while out.tokens.len() < params.max_tokens {
-        let next = sampler.sample(&logits);
+        let next = match chosen.take() {
+            Some(t) => t,
+            None => sampler.sample(&logits),
+        };
         if out.tokens.is_empty() {
             out.first_token_seconds = t0.elapsed().as_secs_f64();
         }
@@ -147,6 +152,12 @@ pub fn generate(
         }
         if out.tokens.len() >= params.max_tokens || engine.position() + 1 >= engine.max_seq_len() {
             break;
+        }
+        if sampler.is_greedy() {
+            chosen = engine.forward_greedy(next)?;
+            if chosen.is_some() {
+                continue;
+            }
         }
         logits = engine.forward(&[next], Logits::Last)?;
     }

@@ -62,6 +62,11 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    /// Whether every draw is the argmax (no randomness consumed).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 || self.params.top_k == 1
+    }
+
     /// One token from `logits`: greedy when the temperature is 0, else a draw from the softmax of
     /// `logits / temperature`, restricted to the `top_k` most likely tokens and then to the
     /// smallest prefix (by decreasing probability, ties by lower id) whose probability reaches
