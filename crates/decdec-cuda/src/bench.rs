@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::gpu::{median, DevBuf, Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{dec_total_rows, fill_act, DecMode, Format, GpuLinear, OutMode, Schedule};
+use crate::linear::{
+    dec_total_rows, dense_gemv, fill_act, DecMode, Format, GpuLinear, OutMode, Schedule,
+};
 
 pub const CALLS_PER_GRAPH: usize = 20;
 
@@ -324,17 +326,9 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
                 }
             }
             if s.k % 8 == 0 {
-                let (ni, ki, mode) = (s.n as i32, s.k as i32, 0i32);
-                let name = format!("dense_gemv_{}", dt.suffix());
-                let us = time_graph(gpu, o.reps, |i| unsafe {
+                let us = time_graph(gpu, o.reps, |i| {
                     let (wp, xp, yp) = (ws[i % nc].ptr, xs.bufs[i].ptr, y_at(i));
-                    gpu.launch(
-                        &name,
-                        (s.n as u32).div_ceil(8),
-                        256,
-                        0,
-                        kargs![&wp, &xp, &yp, &ni, &ki, &mode],
-                    )
+                    dense_gemv(gpu, dt, wp, xp, yp, s.n, s.k, OutMode::Store)
                 })?;
                 rows.push(mk(
                     format!("{} dense GEMV (ours)", dt.suffix()),
@@ -345,8 +339,8 @@ pub fn run(gpu: &Gpu, o: &Opts) -> Result<Report> {
             }
         }
         // the 8-bit head's CUDA-core GEMV (`--head-bits 8`; f32 output), on its own rotated copies
-        if s.k % 16 == 0 && s.k <= 12288 {
-            use crate::engine::head::U8Head;
+        use crate::engine::head::U8Head;
+        if U8Head::supports(s.k) {
             let one = U8Head::random(gpu, s.n, s.k, 128, 91)?;
             let bytes = one.weight_bytes();
             let nc = copies_for(gpu, bytes);

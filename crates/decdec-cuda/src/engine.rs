@@ -26,7 +26,9 @@ use decdec_model::ModelConfig;
 
 use crate::gpu::{DevBuf, Dtype, Gpu, Graph, HostMapped};
 use crate::kargs;
-use crate::linear::{dec_total_rows, fill_act, DecMode, Format, GpuLinear, OutMode, SelArgs};
+use crate::linear::{
+    dec_total_rows, dense_gemv, fill_act, DecMode, Format, GpuLinear, OutMode, SelArgs,
+};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
 
 /// Options of the CUDA engine.
@@ -693,16 +695,7 @@ impl CudaEngine {
                 lin.forward_x32(&self.gpu, dt, x, self.x32.ptr, y, out, mode)?;
             }
             ProjKind::Dense(w) => {
-                let (n, k, m) = (p.n as i32, p.k as i32, out as i32);
-                unsafe {
-                    self.gpu.launch(
-                        &format!("dense_gemv_{}", dt.suffix()),
-                        (p.n as u32).div_ceil(8),
-                        256,
-                        0,
-                        kargs![&w.ptr, &x, &y, &n, &k, &m],
-                    )?
-                };
+                dense_gemv(&self.gpu, dt, w.ptr, x, y, p.n, p.k, out)?;
             }
         }
         Ok(())
@@ -1179,13 +1172,7 @@ impl Engine for CudaEngine {
         self.counters
     }
     fn forward_greedy(&mut self, token: u32) -> Result<Option<u32>> {
-        if self.pos + 1 > self.opts.max_seq {
-            bail!(
-                "context overflow: {} tokens exceed the KV cache capacity of {}",
-                self.pos + 1,
-                self.opts.max_seq
-            );
-        }
+        // `step` refuses a position past the KV cache and a token outside the vocabulary
         self.step(token)?;
         // the step's argmax (kernels/ops.cu argmax_f32: lowest index among the largest logits)
         let next = self.read_argmax()?;

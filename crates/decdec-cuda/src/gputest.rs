@@ -1053,19 +1053,10 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         decdec_core::ops::gemv(&wr, &xr, &mut want);
         let y = gpu.alloc(n * 4)?;
         gpu.memset(&y, 0xff)?;
-        let (ni, ki, mode) = (n as i32, k as i32, 2i32);
         if k % 8 != 0 {
             bail!("dense GEMV test shape needs K % 8 == 0");
         }
-        unsafe {
-            gpu.launch(
-                &format!("dense_gemv_{sfx}"),
-                (n as u32).div_ceil(8),
-                256,
-                0,
-                kargs![&wb.ptr, &xb.ptr, &y.ptr, &ni, &ki, &mode],
-            )?
-        };
+        crate::linear::dense_gemv(gpu, dt, wb.ptr, xb.ptr, y.ptr, n, k, OutMode::StoreF32)?;
         let got: Vec<f32> = gpu.read(&y)?;
         rep.add(
             format!("dense gemv {k}x{n} {sfx} (f32 out)"),

@@ -1070,6 +1070,32 @@ impl GpuLinear {
     }
 }
 
+/// `y = W x` by the dense GEMV kernel (kernels/ops.cu `dense_gemv`: activation-dtype `W`
+/// [n][k] row-major at `w`, one warp per row, f32 accumulation): the lm_head, the 16-bit
+/// baseline and projections that are not quantized.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_gemv(
+    gpu: &Gpu,
+    dt: Dtype,
+    w: u64,
+    x: u64,
+    y: u64,
+    n: usize,
+    k: usize,
+    out: OutMode,
+) -> Result<()> {
+    let (ni, ki, mode) = (n as i32, k as i32, out as i32);
+    unsafe {
+        gpu.launch(
+            &format!("dense_gemv_{}", dt.suffix()),
+            (n as u32).div_ceil(8),
+            256,
+            0,
+            kargs![&w, &x, &y, &ni, &ki, &mode],
+        )
+    }
+}
+
 pub fn fill_u32(gpu: &Gpu, b: &DevBuf, seed: u64) -> Result<()> {
     let n = (b.bytes / 4) as u64;
     unsafe { gpu.launch("fill_random_u32", 2048, 256, 0, kargs![&b.ptr, &n, &seed]) }

@@ -4,12 +4,15 @@
 //! almost no perplexity and reads half the f16 head's bytes (docs/performance.md, experiment 58).
 
 use anyhow::{bail, Result};
+use decdec_core::quant::pack::padded_k;
 use decdec_core::quant::{QuantWeight, UniformQuant};
 
 use super::{gpu_linear_of, upload_act, Dims};
 use crate::gpu::{DevBuf, Dtype, Gpu};
 use crate::kargs;
-use crate::linear::{fill_act, fill_f32, fill_u32, DecMode, Format, GpuLinear, OutMode};
+use crate::linear::{
+    dense_gemv, fill_act, fill_f32, fill_u32, DecMode, Format, GpuLinear, OutMode,
+};
 
 /// Codes, scales and zero points of an 8-bit head on the device (the canonical uniform layout).
 pub(crate) struct U8Head {
@@ -21,39 +24,57 @@ pub(crate) struct U8Head {
     /// bytes per row of `codes` (K rounded up to 32)
     k_pad: usize,
     group: usize,
+    /// blocks of the f16 / bf16 kernel resident per SM (rows are grid-strided over one wave)
+    per_sm: [u32; 2],
 }
 
 impl U8Head {
-    fn check(n: usize, k: usize, group: usize) -> Result<()> {
-        if !group.is_power_of_two() || group < 16 || !k.is_multiple_of(16) {
-            bail!("8-bit head: the group size {group} must be a power of two >= 16 and K {k} a multiple of 16");
+    /// Whether the kernel takes K input channels (16 per lane load; x staged in 48 KB of shared
+    /// memory).
+    pub(crate) fn supports(k: usize) -> bool {
+        k.is_multiple_of(16) && k * 4 <= 48 * 1024
+    }
+
+    /// Checks the shape and measures the kernels' occupancy once (the launch reuses it).
+    fn per_sm(gpu: &Gpu, n: usize, k: usize, group: usize) -> Result<[u32; 2]> {
+        if !Self::supports(k) {
+            bail!("8-bit head: hidden size {k} is not a multiple of 16 or exceeds the kernel's 12288 (x staged in shared memory)");
         }
-        if k * 4 > 48 * 1024 {
-            bail!("8-bit head: hidden size {k} exceeds the kernel's 12288 (x staged in shared memory)");
+        if !group.is_power_of_two() || group < 16 {
+            bail!("8-bit head: the group size {group} must be a power of two >= 16");
         }
         if n == 0 {
             bail!("8-bit head: no output rows");
         }
-        Ok(())
+        let smem = (k * 4) as u32;
+        Ok([
+            gpu.blocks_per_sm(&Self::kernel(Dtype::F16), 256, smem)?,
+            gpu.blocks_per_sm(&Self::kernel(Dtype::Bf16), 256, smem)?,
+        ])
+    }
+
+    fn kernel(dt: Dtype) -> String {
+        format!("head_u8_gemv_{}", dt.suffix())
     }
 
     pub(crate) fn upload(gpu: &Gpu, q: &UniformQuant) -> Result<U8Head> {
-        Self::check(q.n, q.k, q.group_size)?;
+        let per_sm = Self::per_sm(gpu, q.n, q.k, q.group_size)?;
         Ok(U8Head {
             codes: gpu.upload(&q.qweight)?,
             scales: gpu.upload(&q.scales)?,
             zeros: gpu.upload(&q.zeros)?,
             n: q.n,
             k: q.k,
-            k_pad: q.k.div_ceil(32) * 32,
+            k_pad: padded_k(q.k),
             group: q.group_size,
+            per_sm,
         })
     }
 
     /// Random codes, zero points and scales (synthetic models).
     pub(crate) fn random(gpu: &Gpu, n: usize, k: usize, group: usize, seed: u64) -> Result<U8Head> {
-        Self::check(n, k, group)?;
-        let k_pad = k.div_ceil(32) * 32;
+        let per_sm = Self::per_sm(gpu, n, k, group)?;
+        let k_pad = padded_k(k);
         let ng = k.div_ceil(group);
         let codes = gpu.alloc(n * k_pad)?;
         fill_u32(gpu, &codes, seed)?;
@@ -69,6 +90,7 @@ impl U8Head {
             k,
             k_pad,
             group,
+            per_sm,
         })
     }
 
@@ -82,16 +104,14 @@ impl U8Head {
             OutMode::StoreF32 as i32,
         );
         // rows are grid-strided: exactly the blocks that are resident at once (one wave)
-        let name = format!("head_u8_gemv_{}", dt.suffix());
-        let smem = (self.k * 4) as u32;
-        let per_sm = gpu.blocks_per_sm(&name, 256, smem)?;
+        let per_sm = self.per_sm[usize::from(dt == Dtype::Bf16)];
         let blocks = (self.n.div_ceil(8) as u32).min(gpu.sms as u32 * per_sm);
         unsafe {
             gpu.launch(
-                &name,
+                &Self::kernel(dt),
                 blocks,
                 256,
-                smem,
+                (self.k * 4) as u32,
                 kargs![
                     &self.codes.ptr,
                     &self.scales.ptr,
@@ -181,16 +201,7 @@ impl Head {
             Head::Dense(w) => w.ptr,
             Head::Tied => embed,
         };
-        let (vocab, hid, mode) = (d.vocab as i32, d.hidden as i32, OutMode::StoreF32 as i32);
-        unsafe {
-            gpu.launch(
-                &format!("dense_gemv_{}", dt.suffix()),
-                (d.vocab as u32).div_ceil(8),
-                256,
-                0,
-                kargs![&w, &x, &logits, &vocab, &hid, &mode],
-            )
-        }
+        dense_gemv(gpu, dt, w, x, logits, d.vocab, d.hidden, OutMode::StoreF32)
     }
 
     /// The activation-dtype matrix a batched prefill can multiply by with cuBLAS, if any.
