@@ -285,7 +285,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             bail!("--bits must be 3, 4 or 16");
         }
         // residuals are generated for the largest k_chunk asked for (k_chunk = 0 runs skip them)
-        let head_bits = a.head_bits.filter(|&b| b != 16);
+        let head_bits = decdec_model::options::head_quant_bits(a.head_bits);
         CudaEngine::synthetic(name, a.bits, [max_k; 4], head_bits, opts)?
     } else {
         let mut loaded = decdec_model::open(std::path::Path::new(&a.model), &Default::default())?;

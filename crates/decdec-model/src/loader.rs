@@ -36,8 +36,8 @@ impl LoadedModel {
     /// Quantize the head as `flag` (`--head-bits`; 16 keeps it in full precision) or, without
     /// the flag, as the directory's manifest asks.
     pub fn apply_head_bits(&mut self, flag: Option<u32>) -> Result<()> {
-        match flag.or(self.head_bits) {
-            None | Some(16) => Ok(()),
+        match crate::options::head_quant_bits(flag.or(self.head_bits)) {
+            None => Ok(()),
             Some(b) => self.model.quantize_head(b),
         }
     }

@@ -73,6 +73,11 @@ pub fn parse_head_bits(s: &str) -> Result<u32, String> {
     }
 }
 
+/// The width a `--head-bits` value quantizes the head to: `None` for 16 (full precision).
+pub fn head_quant_bits(head_bits: Option<u32>) -> Option<u32> {
+    head_bits.filter(|&b| b != 16)
+}
+
 /// Size the global thread pool once (`--threads`).
 pub fn init_threads(n: Option<usize>) -> Result<()> {
     if let Some(n) = n {

@@ -105,7 +105,7 @@ impl Sampler {
                 top_n(&mut lo, p.top_k - hi.len());
             }
             let sum: f64 = hi.iter().map(|&(_, v)| e(v)).sum();
-            (Ranked::new(hi, Some(lo), logits, t, f32::NEG_INFINITY), sum)
+            (Ranked::new(hi, Lo::Ready(lo)), sum)
         } else {
             // f64 exponentials of the whole vocabulary: in parallel, partial sums of fixed chunks
             // added in chunk order (deterministic)
@@ -125,16 +125,25 @@ impl Sampler {
             // they make up (rare for a language model's peaked distribution): they are gathered
             // (and sorted) only then.
             let cut = (m + sum.ln() as f32 - 20.0 * std::f32::consts::LN_2).max(m - 37.0);
-            let hi: Vec<(u32, f32)> = logits
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (i as u32, v / t))
-                .filter(|&(_, v)| v.is_finite() && v >= cut)
-                .collect();
-            (Ranked::new(hi, None, logits, t, cut), sum)
+            let (mut hi, mut below) = (Vec::new(), 0usize);
+            for (i, c) in scaled(logits, t) {
+                if c >= cut {
+                    hi.push((i, c));
+                } else {
+                    below += 1;
+                }
+            }
+            (Ranked::new(hi, Lo::Pending(logits, t, cut, below)), sum)
         };
         let n = ranked.len();
-        let prob = |ranked: &mut Ranked, i: usize| e(ranked.get(i).1) / sum;
+        // probabilities in rank order, each computed once, as far as the nucleus and the draw read
+        let mut probs: Vec<f64> = Vec::new();
+        let mut prob = |ranked: &mut Ranked, i: usize| {
+            while probs.len() <= i {
+                probs.push(e(ranked.get(probs.len()).1) / sum);
+            }
+            probs[i]
+        };
         // nucleus: the first `keep` tokens in rank order reach top_p
         let (keep, kept) = if p.top_p < 1.0 {
             let (mut acc, mut keep) = (0.0f64, n);
@@ -179,35 +188,40 @@ fn top_n(c: &mut Vec<(u32, f32)>, n: usize) {
     }
 }
 
+/// The finite values of `logits / t` with their token ids.
+fn scaled(logits: &[f32], t: f32) -> impl Iterator<Item = Cand> + '_ {
+    logits
+        .iter()
+        .enumerate()
+        .map(move |(i, &v)| (i as u32, v / t))
+        .filter(|&(_, v)| v.is_finite())
+}
+
+/// The candidates ranked after every `hi` one: given, or the `count` finite values of
+/// `logits / t` below `cut`, gathered when first read.
+enum Lo<'a> {
+    Ready(Vec<Cand>),
+    Pending(&'a [f32], f32, f32, usize),
+}
+
 /// Candidates in rank order, sorted lazily: every `hi` token ranks before every `lo` token, and
-/// each part is sorted in growing prefixes as far as it is read. Without an explicit `lo`, it is
-/// every finite token of `logits / t` below `cut`, gathered when first read.
+/// each part is sorted in growing prefixes as far as it is read.
 struct Ranked<'a> {
-    parts: [Vec<(u32, f32)>; 2],
+    parts: [Vec<Cand>; 2],
     sorted: [usize; 2],
     lo_pending: Option<(&'a [f32], f32, f32)>,
     n: usize,
 }
 
 impl<'a> Ranked<'a> {
-    fn new(
-        hi: Vec<(u32, f32)>,
-        lo: Option<Vec<(u32, f32)>>,
-        logits: &'a [f32],
-        t: f32,
-        cut: f32,
-    ) -> Ranked<'a> {
+    fn new(hi: Vec<Cand>, lo: Lo<'a>) -> Ranked<'a> {
         let (lo, pending, n) = match lo {
-            Some(lo) => {
+            Lo::Ready(lo) => {
                 let n = hi.len() + lo.len();
                 (lo, None, n)
             }
-            None => {
-                let below = logits
-                    .iter()
-                    .filter(|&&v| v.is_finite() && v / t < cut)
-                    .count();
-                (Vec::new(), Some((logits, t, cut)), hi.len() + below)
+            Lo::Pending(logits, t, cut, count) => {
+                (Vec::new(), Some((logits, t, cut)), hi.len() + count)
             }
         };
         Ranked {
@@ -228,12 +242,7 @@ impl<'a> Ranked<'a> {
             (0, i)
         } else {
             if let Some((logits, t, cut)) = self.lo_pending.take() {
-                self.parts[1] = logits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (i as u32, v / t))
-                    .filter(|&(_, v)| v.is_finite() && v < cut)
-                    .collect();
+                self.parts[1] = scaled(logits, t).filter(|&(_, v)| v < cut).collect();
             }
             (1, i - self.parts[0].len())
         };

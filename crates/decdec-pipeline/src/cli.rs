@@ -85,7 +85,7 @@ impl QuantizeArgs {
             awq_rows: self.awq_rows,
             sens_tokens: QuantizeOptions::default().sens_tokens,
             progress: !self.quiet,
-            head_bits: self.head_bits.filter(|&b| b != 16),
+            head_bits: decdec_model::options::head_quant_bits(self.head_bits),
         }
     }
 
