@@ -34,7 +34,11 @@ def compile_cubin(src_name, arch, defines):
     if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{src_name}.cu".encode(), 0, None, None):
         sys.exit("nvrtcCreateProgram failed")
     opts = [f"--gpu-architecture={arch}", "-std=c++17", "-default-device", f"--include-path={inc}",
-            f"--include-path={inc}/cccl", "-DGEMV_MINB=3"] + [f"-D{d}" for d in defines]
+            f"--include-path={inc}/cccl"]
+    # the engine's default register budget unless the command line sets its own GEMV_MINB
+    if not any(d.startswith("GEMV_MINB") for d in defines):
+        opts.append("-DGEMV_MINB=3")
+    opts += [f"-D{d}" for d in defines]
     arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
     n = ctypes.c_size_t()

@@ -384,13 +384,13 @@ __device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0
     for (int gi = 0; gi < GPC; gi++) {
         float cf[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if constexpr (!LUT) dec.set_group(s0[2 * gi], s0[2 * gi + 1]);
-        uint4 xg[SPG / 2];
-#pragma unroll
-        for (int p = 0; p < SPG / 2; p++) xg[p] = xc[4 * (gi * SPG / 2 + p)];
+        uint4 xv;
 #pragma unroll
         for (int ls = 0; ls < SPG; ls++) {
             const int s = gi * SPG + ls;
-            const uint4 xv = xg[ls >> 1];
+            // x of a step pair loaded where it is used, not per group (fewer live registers: the
+            // 4-blocks-per-SM kernels no longer spill, experiment 64)
+            if ((ls & 1) == 0) xv = xc[4 * (s >> 1)];
             u32 a[4];
             if constexpr (MODE == 4) {
 #pragma unroll
@@ -494,22 +494,55 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     }
     if (g.xmode != 0) __syncthreads();
     if (live) {
-        int it = 0;
-        for (int c = split; c < g.KC; c += S, it++) {
-            const int st = it % ST;
+        // The refill addresses advance by S chunks per iteration (pointer increments instead of
+        // per-chunk 64-bit products with the runtime strides: experiment 64).
+        int cf = split + (ST - 1) * S;  // chunk refilled in this iteration
+        const uint4* qf = qbase + (size_t)cf * qstride;
+        const u32* sf = szbase + (size_t)cf * GPC * sstride;
+        const size_t qstep = (size_t)S * qstride, sstep = (size_t)S * GPC * sstride;
+        int kf = cf * CHUNK + 8 * lane;  // first column of this lane's 16-byte slice of x
+        int st = 0, stf = ST - 1;        // stage consumed / refilled in this iteration
+        const u32 ring_s = smem_addr(ring + lane), sring_s = smem_addr(sring + lane);
+        const int k_last = (g.K - 1) & ~7;  // a valid 16-byte-aligned source for lanes past K
+        for (int c = split; c < g.KC; c += S) {
             uint4 w0[U];
             u32 s0[SZN];
             ring_take<ST, U, SZN, !LUT, UX>(ring, sring, st, lane, w0, s0);
             __syncwarp();  // the chunk's x was copied by all lanes of the warp
             // refill the slot consumed in the previous iteration
-            issue_w(c + (ST - 1) * S, (it + ST - 1) % ST);
-            issue_x(c + (ST - 1) * S, (it + ST - 1) % ST);
+            if (cf < g.KC) {
+                const u32 rf = ring_s + stf * (UX * 32 * 16);
+                if constexpr (MODE <= 1) {
+#pragma unroll
+                    for (int i = 0; i < U; i++) cp_async16_s(rf + i * 512, qf + i * 32);
+                    if constexpr (!LUT) {
+                        const u32 sfs = sring_s + stf * (SZN * 32 * 4);
+#pragma unroll
+                        for (int gi = 0; gi < GPC; gi++) {
+                            cp_async4_s(sfs + 2 * gi * 128, sf + gi * sstride);
+                            cp_async4_s(sfs + (2 * gi + 1) * 128, sf + gi * sstride + 8);
+                        }
+                    }
+                }
+                if (g.xmode == 0) {
+                    // zero-filled past K; a lane wholly past K reads nothing (source clamped into x)
+                    const int bytes = max(0, min(16, 2 * (g.K - kf)));
+                    cp_async16_zfill_s(rf + U * 512, xg + min(kf, k_last), bytes);
+                }
+            }
             cp_async_commit();
+            cf += S;
+            qf += qstep;
+            sf += sstep;
+            kf += S * CHUNK;
+            const int stc = st;
+            st = st + 1 == ST ? 0 : st + 1;
+            stf = stf + 1 == ST ? 0 : stf + 1;
             if constexpr (MODE == 1) {
                 acc_g += __uint_as_float((w0[0].x ^ w0[U - 1].w ^ s0[0]) & 0x007fffffu);
                 continue;
             }
-            const uint4* xc = (g.xmode != 0 ? xs + c * (CHUNK / 8) : ring + (st * UX + U) * 32) + tq;
+            const uint4* xc = (g.xmode != 0 ? xs + c * (CHUNK / 8) : ring + (stc * UX + U) * 32) + tq;
             chunk_mma<T, BITS, LUT, GSZ, Dec, MODE>(dec, reinterpret_cast<const u32*>(w0), s0, xc, acc_g, acc_8, cl);
         }
     }
