@@ -799,8 +799,8 @@ __device__ void gemv_stream_kernel(const GemvArgs& g, const DecArgs& d) {
         gemv_dec_kernel<T, BITS, LUT, GSZ, 0, 2>(g, d);                                            \
     }
 
-// Two-stage ring for 4 resident blocks per SM (64 registers): uncompensated wide short-K
-// matrices (GpuLinear::b4_for, experiment 31).
+// Two-stage ring for 4 resident blocks per SM (64 registers): wide short-K matrices, compensated
+// or not (GpuLinear::b4_for, experiments 31 and 66).
 #define GEMV_ENTRY_S2_B4(NAME, T, BITS, GSZ)                                                        \
     extern "C" __global__ void __launch_bounds__(NTHREADS, 4) NAME(GemvArgs g, DecArgs d) {            \
         gemv_dec_kernel<T, BITS, false, GSZ, 0, 2>(g, d);                                         \

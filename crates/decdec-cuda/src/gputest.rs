@@ -436,16 +436,23 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
             }
         }
     }
-    // every split-K factor (row tiles per block 8, 4, 2, 1), with and without DEC
-    for &(k, n) in &[(4096usize, 1000usize), (1300, 600)] {
+    // every split-K factor (row tiles per block 8, 4, 2, 1), with and without DEC; and a wide
+    // matrix (>= 1024 row tiles) whose compensated launch runs the `_b4` kernels (experiment 66)
+    let all_splits: &[usize] = &[0, 1, 2, 4, 8];
+    for &(k, n, bits, splits) in &[
+        (4096usize, 1000usize, 3u32, all_splits),
+        (1300, 600, 3, all_splits),
+        (1024, 16400, 3, &[4][..]),
+        (1024, 16400, 4, &[4][..]),
+    ] {
         let dt = Dtype::F16;
-        let q = random_uniform(&mut rng, 3, n, k, 128)?;
+        let q = random_uniform(&mut rng, bits, n, k, 128)?;
         let mut lin = GpuLinear::from_uniform(gpu, &uref(&q))?;
         let res = random_residual(&mut rng, n, k);
         let th = thresholds_like(&mut rng, k, 1.0);
         lin.attach_residual(gpu, &rref(&res), &th)?;
         // split 0: the stream schedule (units spread over one wave of warps)
-        for split in [0usize, 1, 2, 4, 8] {
+        for &split in splits {
             lin.split_override = (split > 0).then_some(split);
             lin.sched_override = Some(if split == 0 {
                 Schedule::Stream
@@ -477,7 +484,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
                     format!("split-K {split}")
                 };
                 rep.add(
-                    format!("gemv 3-bit {sched} k_chunk={k_chunk} {k}x{n} f16"),
+                    format!("gemv {bits}-bit {sched} k_chunk={k_chunk} {k}x{n} f16"),
                     rel_err(&got, &want),
                     tol(dt),
                 );
