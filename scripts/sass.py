@@ -11,7 +11,7 @@ is ~370 instructions for 256 weights per lane group, ~40% of them address arithm
 import argparse, collections, ctypes, glob, os, re, site, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KDIR = os.path.join(ROOT, "crates/decdec-cuda/kernels")
+KDIR = os.environ.get("DECDEC_KERNELS_DIR") or os.path.join(ROOT, "crates/decdec-cuda/kernels")
 
 
 def find(pattern):
