@@ -106,32 +106,26 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Asynchronous global -> shared copies (sm_80+), completion per thread by commit groups.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
-}
-// 16 bytes of which the first `src_bytes` are read (the rest zero-filled), kept in L1 as well:
-// for data every warp of the block reads (the GEMV input x).
-__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, int src_bytes) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(sa), "l"(gmem) : "memory");
-}
-// The same copies addressed by a shared-window address (no generic -> shared conversion per copy).
+// Asynchronous global -> shared copies (sm_80+), completion per thread by commit groups. The `_s`
+// forms take a shared-window address (loops keep it in a register instead of converting a generic
+// pointer per copy); the pointer forms convert and call them.
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16_s(u32 sa, const void* gmem) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
+// 16 bytes of which the first `src_bytes` are read (the rest zero-filled), kept in L1 as well:
+// for data every warp of the block reads (the GEMV input x).
 __device__ __forceinline__ void cp_async16_zfill_s(u32 sa, const void* gmem, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async4_s(u32 sa, const void* gmem) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) { cp_async16_s(smem_addr(smem), gmem); }
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, int src_bytes) {
+    cp_async16_zfill_s(smem_addr(smem), gmem, src_bytes);
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) { cp_async4_s(smem_addr(smem), gmem); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
