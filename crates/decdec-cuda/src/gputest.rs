@@ -17,6 +17,7 @@ use crate::repack::{LutRef, ResidualRef, UniformRef};
 
 mod attn;
 mod prefill;
+mod select;
 
 /// A CPU twin `y = W x` of one linear.
 type CpuGemv = dyn Fn(&[f32], &mut [f32]);
@@ -805,6 +806,7 @@ pub fn run_all(gpu: &Gpu, seed: Option<u64>) -> Result<Report> {
 
     // ---------------- decoder-step ops, and their batched prefill twins ----------------
     for dt in dts {
+        select::selection_checks(gpu, dt, &mut rng, &mut rep)?;
         ops_checks(gpu, dt, &mut rng, &mut rep)?;
         prefill::prefill_checks(gpu, dt, &mut rng, &mut rep)?;
     }
