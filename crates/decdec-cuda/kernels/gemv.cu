@@ -329,16 +329,62 @@ __device__ __forceinline__ void store_out(const GemvArgs& g, int n, float v) {
     else reinterpret_cast<float*>(g.y)[n] = v;
 }
 
-// Stage the GEMV input x (padded with zeros to whole chunks) in shared memory, once per block.
-template <typename T>
-__device__ void stage_x(const GemvArgs& g, uint4* xs) {
+// The RMSNorm weight of this thread's channels (i = threadIdx.x + NTHREADS * j), read before the PDL
+// wait (it does not depend on the previous kernel) when K fits the register copy.
+// NR registers per thread (K <= NR * NTHREADS; 0 in the 4-blocks-per-SM kernels, whose 64
+// registers it would spill into the main loop).
+#define XN_REGS 16
+template <int NR> struct NormPre {
+    float w[NR > 0 ? NR : 1];
+    bool ok;  // K <= NR * NTHREADS and xmode 1: w holds nw, stage_x keeps h in registers too
+};
+template <int NR> __device__ __forceinline__ void norm_preload(const GemvArgs& g, NormPre<NR>& p) {
+    p.ok = NR > 0 && g.xmode == 1 && g.K <= NR * NTHREADS;
+    if (!p.ok) return;
+#pragma unroll
+    for (int j = 0; j < NR; j++) {
+        const int i = threadIdx.x + NTHREADS * j;
+        p.w[j] = i < g.K ? g.nw[i] : 0.f;
+    }
+}
+
+// Stage the GEMV input x (padded with zeros to whole chunks) in shared memory, once per block, with
+// all of its loads in flight at once (experiment 72: the staging sat between the PDL wait and the
+// first chunk, and its loops waited for one L2 round trip per 2-4 loads).
+template <typename T, int NR = 0>
+__device__ void stage_x(const GemvArgs& g, uint4* xs, const NormPre<NR>* pre = nullptr) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (g.xmode == 1) {
         // RMSNorm fused into the consumer (no separate launch): the same summation order and
         // arithmetic as rmsnorm_sel, so x is bit-identical to the two-kernel path.
         const float* h = reinterpret_cast<const float*>(g.x);
         __shared__ float nred[NWARP];
+        T* xt = reinterpret_cast<T*>(xs);
         float ss = 0.f;
+        if (NR > 0 && pre != nullptr && pre->ok) {
+            float hv[NR > 0 ? NR : 1];
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                const int i = threadIdx.x + NTHREADS * j;
+                hv[j] = i < g.K ? h[i] : 0.f;
+            }
+#pragma unroll
+            for (int j = 0; j < NR; j++)
+                if (threadIdx.x + NTHREADS * j < g.K) ss = fmaf(hv[j], hv[j], ss);
+            ss = warp_sum(ss);
+            if (lane == 0) nred[warp] = ss;
+            __syncthreads();
+            float tot = 0.f;
+#pragma unroll
+            for (int i = 0; i < NWARP; i++) tot += nred[i];
+            const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
+#pragma unroll
+            for (int j = 0; j < NR; j++) {
+                const int i = threadIdx.x + NTHREADS * j;
+                if (i < g.KC * CHUNK) xt[i] = Dt<T>::from_f(i < g.K ? hv[j] * inv * pre->w[j] : 0.f);
+            }
+            return;
+        }
         for (int i = threadIdx.x; i < g.K; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
         ss = warp_sum(ss);
         if (lane == 0) nred[warp] = ss;
@@ -347,12 +393,19 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs) {
 #pragma unroll
         for (int i = 0; i < NWARP; i++) tot += nred[i];
         const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
-        T* xt = reinterpret_cast<T*>(xs);
         for (int i = threadIdx.x; i < g.KC * CHUNK; i += NTHREADS)
             xt[i] = Dt<T>::from_f(i < g.K ? h[i] * inv * g.nw[i] : 0.f);
     } else {
+        // one cp.async per 16 bytes, zero-filled past K (the source clamped into x); the wait
+        // also covers the weights already in flight, which the first chunk needs anyway
         const T* x = reinterpret_cast<const T*>(g.x);
-        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) xs[i] = load_x8<T>(x, g.K, 8 * i);
+        const int k_last = (g.K - 1) & ~7;
+        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) {
+            const int k0 = 8 * i;
+            cp_async16_zfill(xs + i, x + min(k0, k_last), max(0, min(16, 2 * (g.K - k0))));
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
     }
 }
 
@@ -421,7 +474,7 @@ __device__ __forceinline__ void chunk_mma(Dec& dec, const u32* wv, const u32* s0
 // ----------------------------------------------------------------------------------------------
 // MODE (ablation only): 0 normal, 1 loads only (no decode/mma), 2 compute only (no weight loads),
 // 3 decode only (no weight loads, no mma), 4 mma only (no weight loads, no decode)
-template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES, int NR = XN_REGS>
 __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* smem) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gq = lane >> 2, tq = lane & 3;
@@ -487,8 +540,10 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
 #pragma unroll
     for (int st = 0; st < ST - 1; st++) issue_w(split + st * S, st);
     if (g.early) pdl_launch_dependents();
+    NormPre<NR> npre;
+    norm_preload<NR>(g, npre);
     pdl_wait();
-    if (g.xmode != 0) stage_x<T>(g, xs);
+    if (g.xmode != 0) stage_x<T, NR>(g, xs, &npre);
 #pragma unroll
     for (int st = 0; st < ST - 1; st++) {
         issue_x(split + st * S, st);
@@ -635,13 +690,13 @@ template <typename T> __device__ __forceinline__ bool ran_as_dec_block(const Gem
     return true;
 }
 
-template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES>
+template <typename T, int BITS, bool LUT, int GSZ, int MODE = 0, int ST = STAGES, int NR = XN_REGS>
 __device__ void gemv_dec_kernel(const GemvArgs& g, const DecArgs& d) {
     extern __shared__ float smem[];
     if (ran_as_dec_block<T>(g, d, smem)) return;
     const bool stamp = d.dbg_t != nullptr && blockIdx.x == d.n_dec && threadIdx.x == 0;
     if (stamp) d.dbg_t[8] = clock64();
-    gemv_block<T, BITS, LUT, GSZ, MODE, ST>(g, d, blockIdx.x - d.n_dec, smem);
+    gemv_block<T, BITS, LUT, GSZ, MODE, ST, NR>(g, d, blockIdx.x - d.n_dec, smem);
     if (stamp) d.dbg_t[9] = clock64();
 }
 
@@ -805,7 +860,7 @@ __device__ void gemv_stream_kernel(const GemvArgs& g, const DecArgs& d) {
 // or not (GpuLinear::b4_for, experiments 31 and 66).
 #define GEMV_ENTRY_S2_B4(NAME, T, BITS, GSZ)                                                        \
     extern "C" __global__ void __launch_bounds__(NTHREADS, 4) NAME(GemvArgs g, DecArgs d) {            \
-        gemv_dec_kernel<T, BITS, false, GSZ, 0, 2>(g, d);                                         \
+        gemv_dec_kernel<T, BITS, false, GSZ, 0, 2, 0>(g, d);                                      \
     }
 
 // Stream schedule (see gemv_stream), ring depth ST.
