@@ -1028,9 +1028,17 @@ extern "C" __global__ void add_dvec_bf16(__nv_bfloat16* y, float* dvec, int N) {
 template <typename T>
 __device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32, int d, float eps, SelArgs sa) {
     pdl_launch_dependents();
+    // this thread's 4 channels of the chunk: the weight before the PDL wait, h with the sum's
+    // loads (one L2 round trip each on the decode step's critical path, not three; experiment 74)
+    const int lo = blockIdx.x * 1024, size = min(1024, d - lo);
+    float wv[4], hv[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) wv[i] = 4 * (int)threadIdx.x + i < size ? w[lo + 4 * threadIdx.x + i] : 0.f;
     pdl_wait();
     __shared__ float red[NWARP];
     __shared__ int sh[SEL_SH];
+#pragma unroll
+    for (int i = 0; i < 4; i++) hv[i] = 4 * (int)threadIdx.x + i < size ? h[lo + 4 * threadIdx.x + i] : 0.f;
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
     ss = warp_sum(ss);
@@ -1040,14 +1048,13 @@ __device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32
 #pragma unroll
     for (int i = 0; i < NWARP; i++) tot += red[i];
     const float inv = 1.f / sqrtf(tot / (float)d + eps);
-    const int lo = blockIdx.x * 1024, size = min(1024, d - lo);
     float v[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int e = 4 * threadIdx.x + i;
         v[i] = 0.f;
         if (e < size) {
-            v[i] = h[lo + e] * inv * w[lo + e];
+            v[i] = hv[i] * inv * wv[i];
             out[lo + e] = Dt<T>::from_f(v[i]);
             if (out32) out32[lo + e] = v[i];
         }
