@@ -329,6 +329,18 @@ __device__ __forceinline__ void store_out(const GemvArgs& g, int n, float v) {
     else reinterpret_cast<float*>(g.y)[n] = v;
 }
 
+// 1 / rms of h from each thread's partial sum of squares, in a fixed order (lanes, then warps
+// 0..7): the fused RMSNorm of the GEMV and rmsnorm_sel share it, so their x is bit-identical.
+__device__ __forceinline__ float block_rms_inv(float ss, float* nred, int K, float eps) {
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) nred[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.f;
+#pragma unroll
+    for (int i = 0; i < NWARP; i++) tot += nred[i];
+    return 1.f / sqrtf(tot / (float)K + eps);
+}
+
 // The RMSNorm weight of this thread's channels (i = threadIdx.x + NTHREADS * j), read before the PDL
 // wait (it does not depend on the previous kernel) when K fits the register copy.
 // NR registers per thread (K <= NR * NTHREADS; 0 in the 4-blocks-per-SM kernels, whose 64
@@ -353,7 +365,6 @@ template <int NR> __device__ __forceinline__ void norm_preload(const GemvArgs& g
 // first chunk, and its loops waited for one L2 round trip per 2-4 loads).
 template <typename T, int NR = 0>
 __device__ void stage_x(const GemvArgs& g, uint4* xs, const NormPre<NR>* pre = nullptr) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (g.xmode == 1) {
         // RMSNorm fused into the consumer (no separate launch): the same summation order and
         // arithmetic as rmsnorm_sel, so x is bit-identical to the two-kernel path.
@@ -371,13 +382,7 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs, const NormPre<NR>* pre = n
 #pragma unroll
             for (int j = 0; j < NR; j++)
                 if (threadIdx.x + NTHREADS * j < g.K) ss = fmaf(hv[j], hv[j], ss);
-            ss = warp_sum(ss);
-            if (lane == 0) nred[warp] = ss;
-            __syncthreads();
-            float tot = 0.f;
-#pragma unroll
-            for (int i = 0; i < NWARP; i++) tot += nred[i];
-            const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
+            const float inv = block_rms_inv(ss, nred, g.K, g.eps);
 #pragma unroll
             for (int j = 0; j < NR; j++) {
                 const int i = threadIdx.x + NTHREADS * j;
@@ -386,13 +391,7 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs, const NormPre<NR>* pre = n
             return;
         }
         for (int i = threadIdx.x; i < g.K; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
-        ss = warp_sum(ss);
-        if (lane == 0) nred[warp] = ss;
-        __syncthreads();
-        float tot = 0.f;
-#pragma unroll
-        for (int i = 0; i < NWARP; i++) tot += nred[i];
-        const float inv = 1.f / sqrtf(tot / (float)g.K + g.eps);
+        const float inv = block_rms_inv(ss, nred, g.K, g.eps);
         for (int i = threadIdx.x; i < g.KC * CHUNK; i += NTHREADS)
             xt[i] = Dt<T>::from_f(i < g.K ? h[i] * inv * g.nw[i] : 0.f);
     } else {
@@ -1041,13 +1040,7 @@ __device__ void rmsnorm_sel(const float* h, const float* w, T* out, float* out32
     for (int i = 0; i < 4; i++) hv[i] = 4 * (int)threadIdx.x + i < size ? h[lo + 4 * threadIdx.x + i] : 0.f;
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += NTHREADS) ss = fmaf(h[i], h[i], ss);
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    float tot = 0.f;
-#pragma unroll
-    for (int i = 0; i < NWARP; i++) tot += red[i];
-    const float inv = 1.f / sqrtf(tot / (float)d + eps);
+    const float inv = block_rms_inv(ss, red, d, eps);
     float v[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
