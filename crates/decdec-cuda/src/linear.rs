@@ -665,13 +665,14 @@ impl GpuLinear {
     /// (experiment 31): wide short-K matrices (gate-up: more warps hide more latency), with or
     /// without compensation. Compensated launches kept 3 blocks per SM until experiment 66: with
     /// experiment 64's leaner loop the compensated gate-up on `_b4` decodes 2-4% faster at k_chunk 4
-    /// (qkv and o on `_b4`, compensated or not, still lose). `DECDEC_B4=all|nodec` (experiments):
-    /// also the narrow matrices, or the old rule.
+    /// (qkv and o on `_b4`, compensated or not, still lose). `DECDEC_B4=off|nodec|all`
+    /// (experiments): never, the old rule (not for compensated launches), or also the narrow
+    /// matrices.
     fn b4_for(&self, dec: bool) -> bool {
         let knob = std::env::var("DECDEC_B4").unwrap_or_default();
         let wide = self.shape.n_tiles >= 1024 || knob == "all";
         let dec_ok = !dec || knob != "nodec";
-        self.has_b4() && wide && dec_ok && std::env::var_os("DECDEC_NO_B4").is_none()
+        self.has_b4() && wide && dec_ok && knob != "off"
     }
 
     /// Whether a tile launch of `grid` blocks lets the next kernel of the stream launch right after
