@@ -188,22 +188,11 @@ __device__ __forceinline__ void decode_step(const D& d, const u32* wv, int s, u3
     }
 }
 
-// x values of lane t for the step pair sp of chunk c (8 consecutive elements, zero past K).
+// The 16-byte slice of x at column k0 (8 elements) into shared address `dst`, zero-filled past K;
+// a slice wholly past K reads nothing (its source is clamped to the last 16-byte-aligned slice).
 template <typename T>
-__device__ __forceinline__ uint4 load_x8(const T* __restrict__ x, int K, int base) {
-    if (base + 8 <= K) return *reinterpret_cast<const uint4*>(x + base);
-    unsigned short e[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        T v = (base + i < K) ? x[base + i] : Dt<T>::from_f(0.f);
-        e[i] = *reinterpret_cast<unsigned short*>(&v);
-    }
-    uint4 r;
-    r.x = e[0] | ((u32)e[1] << 16);
-    r.y = e[2] | ((u32)e[3] << 16);
-    r.z = e[4] | ((u32)e[5] << 16);
-    r.w = e[6] | ((u32)e[7] << 16);
-    return r;
+__device__ __forceinline__ void cp_async_x16(u32 dst, const T* x, int K, int k0) {
+    cp_async16_zfill_s(dst, x + min(k0, (K - 1) & ~7), max(0, min(16, 2 * (K - k0))));
 }
 
 __host__ __device__ __forceinline__ int dec_total_rows(int K, int k_chunk) {
@@ -398,11 +387,8 @@ __device__ void stage_x(const GemvArgs& g, uint4* xs, const NormPre<NR>* pre = n
         // one cp.async per 16 bytes, zero-filled past K (the source clamped into x); the wait
         // also covers the weights already in flight, which the first chunk needs anyway
         const T* x = reinterpret_cast<const T*>(g.x);
-        const int k_last = (g.K - 1) & ~7;
-        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS) {
-            const int k0 = 8 * i;
-            cp_async16_zfill(xs + i, x + min(k0, k_last), max(0, min(16, 2 * (g.K - k0))));
-        }
+        for (int i = threadIdx.x; i < g.KC * (CHUNK / 8); i += NTHREADS)
+            cp_async_x16(smem_addr(xs + i), x, g.K, 8 * i);
         cp_async_commit();
         cp_async_wait<0>();
     }
@@ -510,6 +496,8 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
     u32* sring = reinterpret_cast<u32*>(rbase + NWARP * ST * UX * 32) + warp * (ST * SZN * 32);
     uint4* xs = reinterpret_cast<uint4*>(reinterpret_cast<u32*>(rbase + NWARP * ST * UX * 32) + NWARP * ST * SZN * 32);
     const T* xg = reinterpret_cast<const T*>(g.x);
+    // The prologue's copy of x keeps its own clamp rather than cp_async_x16: through the helper,
+    // ptxas gave the 3-stage 3-bit main loop 8 more instructions (scripts/sass.py).
     auto issue_x = [&](int c, int st) {
         if (g.xmode == 0 && live && c < g.KC) {
             const int k0 = c * CHUNK + 8 * lane;
@@ -559,7 +547,6 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
         int kf = cf * CHUNK + 8 * lane;  // first column of this lane's 16-byte slice of x
         int st = 0, stf = ST - 1;        // stage consumed / refilled in this iteration
         const u32 ring_s = smem_addr(ring + lane), sring_s = smem_addr(sring + lane);
-        const int k_last = (g.K - 1) & ~7;  // a valid 16-byte-aligned source for lanes past K
         for (int c = split; c < g.KC; c += S) {
             uint4 w0[U];
             u32 s0[SZN];
@@ -580,11 +567,7 @@ __device__ void gemv_block(const GemvArgs& g, const DecArgs& d, int bid, float* 
                         }
                     }
                 }
-                if (g.xmode == 0) {
-                    // zero-filled past K; a lane wholly past K reads nothing (source clamped into x)
-                    const int bytes = max(0, min(16, 2 * (g.K - kf)));
-                    cp_async16_zfill_s(rf + U * 512, xg + min(kf, k_last), bytes);
-                }
+                if (g.xmode == 0) cp_async_x16(rf + U * 512, xg, g.K, kf);
             }
             cp_async_commit();
             cf += S;
