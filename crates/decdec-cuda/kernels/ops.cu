@@ -126,48 +126,128 @@ __device__ void o_chunk_arrive(const SelArgs& sa, const float* out32, int* chunk
     }
 }
 
+// acc[u] (dim lane + 32 u) += p_j * v_j[dim] for this warp's positions j = j0, j0 + 8, ... below
+// `end`, in increasing order; row j at rows + j * stride. The values of VU positions are loaded
+// before their FMAs so that VU * 8 loads per lane are in flight. Returns the next position.
+#ifndef ATTN_VU
+#define ATTN_VU 8
+#endif
+template <typename T>
+__device__ __forceinline__ int attn_v_rows(float (&acc)[8], const T* rows, size_t stride, const float* p, int j0,
+                                           int end, int hd, int lane) {
+    constexpr int VU = ATTN_VU;
+    int j = j0;
+    for (; j + NWARP_ATTN * (VU - 1) < end; j += NWARP_ATTN * VU) {
+        float vv[VU][8];
+#pragma unroll
+        for (int t = 0; t < VU; t++) {
+            const T* v = rows + (j + NWARP_ATTN * t) * stride;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                const int i = lane + 32 * u;
+                vv[t][u] = i < hd ? Dt<T>::to_f(v[i]) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < VU; t++) {
+            const float pj = p[j + NWARP_ATTN * t];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (lane + 32 * u < hd) acc[u] = fmaf(pj, vv[t][u], acc[u]);
+        }
+    }
+    for (; j < end; j += NWARP_ATTN) {
+        const T* v = rows + j * stride;
+        const float pj = p[j];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = lane + 32 * u;
+            if (i < hd) acc[u] = fmaf(pj, Dt<T>::to_f(v[i]), acc[u]);
+        }
+    }
+    return j;
+}
+
 // Decode attention for one new token over positions 0..=pos, GQA (head h reads kv head h / (nh/nkv)).
 // One block per query head. Scores: one thread per position (16-byte loads of the key row), in
-// dynamic shared memory (max_seq floats). Output: warp w sums positions w, w+8, ... for all dims,
-// then the 8 partials are added in warp order (deterministic).
+// dynamic shared memory (after the staged V rows). Output: warp w sums positions w, w+8, ... for
+// all dims, then the 8 partials are added in warp order (deterministic).
+// Dynamic shared memory: [vcap rows of V, hd T each][scores, one float per position]; the host
+// sizes it (vcap = 0 when hd is not a multiple of 8: rows are staged in 16-byte pieces).
 // ROPE: the kernel also does rope_kv's work (one launch less per layer): q is the un-rotated fused
 // qkv output; every block rotates its q head into shared memory and appends its kv head's rotated
 // k and v of this position to the cache (rounded to T exactly as rope_kv stores them; the blocks
 // of one kv head write identical values). Bit-identical to rope_kv + attn_decode.
 template <typename T, bool ROPE>
 __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
-                            int hd, float scale, SelArgs sa, int* chunk_cnt, const float* inv_freq,
+                            int hd, float scale, SelArgs sa, int* chunk_cnt, int vcap, const float* inv_freq,
                             const int h) {
 #ifndef ATTN_LATE_TRIGGER
     pdl_launch_dependents();
 #endif
-    extern __shared__ float sc[];
+    extern __shared__ __align__(16) float dyn[];
+    T* vs = reinterpret_cast<T*>(dyn);
+    const int vrows = (hd & 7) == 0 ? vcap : 0;  // rows staged (vcap only sizes the layout)
+    float* sc = dyn + (size_t)vcap * hd * sizeof(T) / sizeof(float);
     __shared__ float sh[32];
     __shared__ float qs[256];
     __shared__ float part[NWARP_ATTN][256];
-    // Before waiting for the previous kernel, thread j loads its key row (hd = 128) into registers
-    // and asks L2 for the value rows, taking two memory round trips off the critical path. The
-    // position may not be written yet (earlier kernels of the step may still run: PDL triggers
-    // early), so pos_pre is a guess: rows below both it and the real position were written by
-    // earlier, finished steps, so only those preloaded rows are used.
+    // Before waiting for the previous kernel (earlier positions do not depend on it), thread j
+    // loads its key row (hd = 128) into registers and the block copies the first vcap value rows
+    // into shared memory (later rows: L2 prefetches). The position may not be written yet
+    // (earlier kernels of the step may still run: PDL triggers early), so pos_pre is a guess:
+    // rows below both it and the real position were written by earlier, finished steps, so only
+    // those preloaded rows are used.
     const int kvh = h / (nh / nkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t kv_stride = (size_t)nkv * hd;  // elements between positions of one kv head
+    const T* kh = kc + (size_t)kvh * hd;
+    const T* vh = vc + (size_t)kvh * hd;
+    const int pieces = hd / 8;  // 16-byte pieces of a row
     const int pos_pre = *reinterpret_cast<const volatile int*>(pos_p);
     bool kpre_ok = hd == 128 && (int)threadIdx.x < pos_pre;
     uint4 kpre[16];
     if (kpre_ok) {
-        const uint4* kr = reinterpret_cast<const uint4*>(kc + ((size_t)threadIdx.x * nkv + kvh) * hd);
+        const uint4* kr = reinterpret_cast<const uint4*>(kh + threadIdx.x * kv_stride);
 #pragma unroll
         for (int u = 0; u < 16; u++) kpre[u] = kr[u];
     }
-    for (int j = threadIdx.x; j < pos_pre; j += blockDim.x) {
-        const char* vr = reinterpret_cast<const char*>(vc + ((size_t)j * nkv + kvh) * hd);
+    const int vpre = min(pos_pre, vrows);
+    for (int p = threadIdx.x; p < vpre * pieces; p += blockDim.x) {
+        const int j = p / pieces, u = p - j * pieces;
+        cp_async16(vs + j * hd + u * 8, vh + j * kv_stride + u * 8);
+    }
+    for (int j = vpre + threadIdx.x; j < pos_pre; j += blockDim.x) {
+        const char* vr = reinterpret_cast<const char*>(vh + j * kv_stride);
         for (int b = 0; b < hd * (int)sizeof(T); b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(vr + b));
     }
+    for (int j = blockDim.x + threadIdx.x; j < pos_pre; j += blockDim.x) {
+        const char* kr = reinterpret_cast<const char*>(kh + j * kv_stride);
+        for (int b = 0; b < hd * (int)sizeof(T); b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(kr + b));
+    }
     pdl_wait();
+    // This step's row (position pos_pre if the guess holds), written by the previous kernel, is
+    // requested together with the position and q: one L2 round trip after the wait, not three
+    // (position, then the key row in the score loop, then the value row in the V loop).
+    bool kcur = false;
+    if constexpr (!ROPE) {
+        if (hd == 128 && (int)threadIdx.x == pos_pre) {
+            const uint4* kr = reinterpret_cast<const uint4*>(kh + threadIdx.x * kv_stride);
+#pragma unroll
+            for (int u = 0; u < 16; u++) kpre[u] = kr[u];
+            kcur = true;
+        }
+        if (pos_pre < vrows)
+            for (int u = threadIdx.x; u < pieces; u += blockDim.x)
+                cp_async16(vs + pos_pre * hd + u * 8, vh + pos_pre * kv_stride + u * 8);
+    }
+    cp_async_commit();
     const int pos = *reinterpret_cast<const volatile int*>(pos_p);
     const int n = pos + 1;
-    kpre_ok = kpre_ok && (int)threadIdx.x < pos;
+    const bool guessed = !ROPE && pos == pos_pre;
+    kpre_ok = (kpre_ok && (int)threadIdx.x < pos) || (kcur && guessed);
+    // value rows [0, vs_n) are read from shared memory, the rest from global memory
+    const int vs_n = guessed ? min(n, vrows) : min(min(pos, pos_pre), vrows);
     if constexpr (ROPE) {
         const int half = hd / 2;
         const T* kin = q + nh * hd + kvh * hd;
@@ -198,7 +278,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     // Scores: one thread per position. The key row's 16-byte loads are all issued before the
     // first FMA (up to 16 in flight per thread): the loop is latency-bound, not bandwidth-bound.
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const T* k = kc + ((size_t)j * nkv + kvh) * hd;
+        const T* k = kh + j * kv_stride;
         float s = 0.f;
         if (kpre_ok && j == (int)threadIdx.x) {
 #pragma unroll
@@ -229,6 +309,7 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
         }
         sc[j] = s * scale;
     }
+    cp_async_wait<0>();  // the staged value rows, visible to the block after the barrier
     __syncthreads();
     float m = __int_as_float(0xff800000);
     for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, sc[j]);
@@ -244,45 +325,10 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     float acc[8];
 #pragma unroll
     for (int u = 0; u < 8; u++) acc[u] = 0.f;
-    // Weighted sum: warp w adds positions w, w + 8, ... in order; the values of VU positions are
-    // loaded before their FMAs so that VU * 8 loads per lane are in flight (same summation order).
-#ifndef ATTN_VU
-#define ATTN_VU 8
-#endif
-    constexpr int VU = ATTN_VU;
-    int j = warp;
-    for (; j + NWARP_ATTN * (VU - 1) < n; j += NWARP_ATTN * VU) {
-        float vv[VU][8];
-#pragma unroll
-        for (int t = 0; t < VU; t++) {
-            const int jj = j + NWARP_ATTN * t;
-            const T* v = vc + ((size_t)jj * nkv + kvh) * hd;
-#pragma unroll
-            for (int u = 0; u < 8; u++) {
-                int i = lane + 32 * u;
-                vv[t][u] = 0.f;
-                if (i < hd) vv[t][u] = Dt<T>::to_f(v[i]);
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < VU; t++) {
-            const float p = sc[j + NWARP_ATTN * t];
-#pragma unroll
-            for (int u = 0; u < 8; u++) {
-                int i = lane + 32 * u;
-                if (i < hd) acc[u] = fmaf(p, vv[t][u], acc[u]);
-            }
-        }
-    }
-    for (; j < n; j += NWARP_ATTN) {
-        const T* v = vc + ((size_t)j * nkv + kvh) * hd;
-        const float p = sc[j];
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            int i = lane + 32 * u;
-            if (i < hd) acc[u] = fmaf(p, Dt<T>::to_f(v[i]), acc[u]);
-        }
-    }
+    // Weighted sum: warp w adds positions w, w + 8, ... in order, the staged rows from shared
+    // memory first, then the rest from global memory (same summation order either way).
+    int j = attn_v_rows<T>(acc, vs, hd, sc, warp, vs_n, hd, lane);
+    attn_v_rows<T>(acc, vh, kv_stride, sc, j, n, hd, lane);
 #pragma unroll
     for (int u = 0; u < 8; u++) {
         int i = lane + 32 * u;
@@ -307,11 +353,11 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
         o_chunk_arrive(sa, out32, chunk_cnt, c, size, (size + hd - 1) / hd);
     }
 }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr, blockIdx.x); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt) { attn_decode<__nv_bfloat16, false>(q, const_cast<__nv_bfloat16*>(kc), const_cast<__nv_bfloat16*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, nullptr, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_f16(const __half* q, const __half* kc, const __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, int vcap) { attn_decode<__half, false>(q, const_cast<__half*>(kc), const_cast<__half*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, vcap, nullptr, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_decode_bf16(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, int vcap) { attn_decode<__nv_bfloat16, false>(q, const_cast<__nv_bfloat16*>(kc), const_cast<__nv_bfloat16*>(vc), out, o32, p, nh, nkv, hd, scale, sa, cnt, vcap, nullptr, blockIdx.x); }
 // RoPE + KV append + attention in one launch (the decode step); qkv is not modified.
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
-extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, inv_freq, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_f16(const __half* qkv, __half* kc, __half* vc, __half* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, int vcap, const float* inv_freq) { attn_decode<__half, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, vcap, inv_freq, blockIdx.x); }
+extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(const __nv_bfloat16* qkv, __nv_bfloat16* kc, __nv_bfloat16* vc, __nv_bfloat16* out, float* o32, const int* p, int nh, int nkv, int hd, float scale, SelArgs sa, int* cnt, int vcap, const float* inv_freq) { attn_decode<__nv_bfloat16, true>(qkv, kc, vc, out, o32, p, nh, nkv, hd, scale, sa, cnt, vcap, inv_freq, blockIdx.x); }
 
 // ---------------------------------------------------------------------------------------------
 // Split-KV decode attention (flash-decoding) with GQA sharing: the decode step's kernel from 512

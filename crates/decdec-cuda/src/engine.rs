@@ -193,6 +193,14 @@ fn env_usize(name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// `DECDEC_ATTN_VROWS=N`: value rows the one-block decode attention stages in shared memory
+/// before its PDL wait (experiment 76; unset: `attn::single_plan`'s default).
+fn attn_vrows() -> Option<usize> {
+    std::env::var("DECDEC_ATTN_VROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// `DECDEC_SEL_IN_GEMV=qkv,o,gu,d`: those groups' salient channels are selected by the DEC
 /// blocks of their GEMV instead of by the kernel that produces x (experiment knob).
 fn sel_in_gemv(group: &str) -> bool {
@@ -540,11 +548,10 @@ impl CudaEngine {
                     gb,
                 )?),
                 // the one-block-per-head kernel keeps every score of a step in shared memory
-                None if upto * 4 > 200 * 1024 => bail!(
-                    "max_seq {} is too long for the decode attention kernel (scores in shared memory)",
-                    opts.max_seq
-                ),
-                None => None,
+                None => {
+                    attn::single_plan(dims.head_dim, upto, gpu.smem_optin, attn_vrows())?;
+                    None
+                }
             };
             attn_tiers.push((from, sp));
         }
@@ -867,6 +874,13 @@ impl CudaEngine {
                 } else {
                     "attn_decode"
                 };
+                let (vcap, smem) = attn::single_plan(
+                    d.head_dim,
+                    self.tier_upto(tier),
+                    g.smem_optin,
+                    attn_vrows(),
+                )?;
+                let vcap = vcap as i32;
                 let args = kargs![
                     &self.qkv.ptr,
                     &l.kc.ptr,
@@ -880,6 +894,7 @@ impl CudaEngine {
                     &scale,
                     &sargs_o,
                     &self.attn_cnt.ptr,
+                    &vcap,
                     &self.inv_freq.ptr
                 ];
                 let nargs = if fuse_rope {
@@ -892,7 +907,7 @@ impl CudaEngine {
                         &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
-                        (self.tier_upto(tier) * 4) as u32,
+                        smem,
                         &mut args[..nargs],
                     )?;
                 }

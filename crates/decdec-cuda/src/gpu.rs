@@ -133,6 +133,8 @@ pub struct Gpu {
     pub cc: (i32, i32),
     pub sms: i32,
     pub l2_bytes: i32,
+    /// shared memory one block may opt in to (bytes)
+    pub smem_optin: usize,
     pub total_mem: usize,
     /// SM clock in kHz (for clock64 stamps)
     pub clock_khz: i32,
@@ -167,6 +169,9 @@ impl Gpu {
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let l2_bytes = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
         let clock_khz = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;
+        let smem_optin =
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
+                as usize;
         let total_mem = ctx.total_mem().map_err(|e| anyhow!("{e:?}"))?;
         let arch = format!("sm_{}{}", cc.0, cc.1);
         let mut modules = Vec::new();
@@ -225,6 +230,7 @@ impl Gpu {
             cc,
             sms,
             l2_bytes,
+            smem_optin,
             total_mem,
             clock_khz,
             pdl: cc.0 >= 9 && std::env::var_os("DECDEC_NO_PDL").is_none(),

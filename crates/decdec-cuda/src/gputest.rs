@@ -928,19 +928,49 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let cnt = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
         let out32 = gpu.alloc(dim * 4)?;
         gpu.memset(&out32, 0xff)?;
+        // value rows staged in shared memory as the decode step stages them
+        let (vcap, smem) = crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, None)?;
+        let vcap_i = vcap as i32;
         unsafe {
             gpu.launch(
                 &format!("attn_decode_{sfx}"),
                 nh as u32,
                 256,
-                (max_seq * 4) as u32,
+                smem,
                 kargs![
                     &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &out32.ptr, &pb.ptr, &nhi, &nkvi,
-                    &hdi, &scale, &sa, &cnt.ptr
+                    &hdi, &scale, &sa, &cnt.ptr, &vcap_i
                 ],
             )?
         };
         let got = read_act(gpu, dt, &out, nh * hd)?;
+        // fewer staged rows (none, or 16: the rest read from global memory) sum in the same order
+        for rows in [0usize, 16] {
+            let (vc_r, smem_r) =
+                crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, Some(rows))?;
+            let vc_ri = vc_r as i32;
+            let out_r = gpu.alloc(nh * hd * 2 + 16)?;
+            gpu.memset(&out_r, 0xff)?;
+            let null = 0u64;
+            let no_sel = SelArgs::default();
+            unsafe {
+                gpu.launch(
+                    &format!("attn_decode_{sfx}"),
+                    nh as u32,
+                    256,
+                    smem_r,
+                    kargs![
+                        &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out_r.ptr, &null, &pb.ptr, &nhi, &nkvi,
+                        &hdi, &scale, &no_sel, &null, &vc_ri
+                    ],
+                )?
+            };
+            rep.add(
+                format!("attention with {vc_r} of {vcap} value rows staged == all staged nh={nh} hd={hd} pos={pos} {sfx} (mismatches)"),
+                raw_mismatches::<u16>(gpu, &out, &out_r, nh * hd)? as f64,
+                0.0,
+            );
+        }
         // RoPE + KV append + attention fused (the decode step's kernel) on fresh copies of the
         // inputs: outputs, caches and selection bit-identical to rope_kv + attn_decode
         {
@@ -958,10 +988,10 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
                     &format!("attn_rope_decode_{sfx}"),
                     nh as u32,
                     256,
-                    (max_seq * 4) as u32,
+                    smem,
                     kargs![
                         &qkv2.ptr, &kc2.ptr, &vc2.ptr, &out2.ptr, &o32b.ptr, &pb.ptr, &nhi, &nkvi,
-                        &hdi, &scale, &sa2, &cnt2.ptr, &fb.ptr
+                        &hdi, &scale, &sa2, &cnt2.ptr, &vcap_i, &fb.ptr
                     ],
                 )?
             };

@@ -58,6 +58,42 @@ const THREADS: u32 = 256;
 /// Warps per attention block (kernels/ops.cu `NWARP_ATTN`).
 const NWARP: usize = 8;
 
+/// Bytes of value rows the one-block kernel copies into shared memory before its PDL wait
+/// (experiment 76): 256 positions of a 128-dim head.
+const V_STAGE_BYTES: usize = 64 * 1024;
+/// Static shared memory of `attn_decode` (reductions, q, the warps' partial sums, the o
+/// selection's histograms), rounded up.
+const SINGLE_STATIC_SMEM: usize = 12 * 1024;
+
+/// Launch plan of the one-block-per-head kernel (`attn_decode`) for positions below `upto` on a
+/// device whose blocks may opt in to `smem_optin` bytes of shared memory: (value rows staged in
+/// shared memory, dynamic shared memory bytes). The scores of every position must fit; value rows
+/// are staged up to `V_STAGE_BYTES` (or `rows`, the `DECDEC_ATTN_VROWS` knob) in what is left, and
+/// not at all when the head dimension is not a multiple of 8 (16-byte copies).
+pub fn single_plan(
+    head_dim: usize,
+    upto: usize,
+    smem_optin: usize,
+    rows: Option<usize>,
+) -> Result<(usize, u32)> {
+    let dyn_max = smem_optin.saturating_sub(SINGLE_STATIC_SMEM);
+    let scores = upto * 4;
+    if scores > dyn_max {
+        bail!(
+            "max_seq {upto} is too long for the decode attention kernel on this GPU (scores of \
+             {scores} bytes in shared memory, {dyn_max} available)"
+        );
+    }
+    let row = head_dim * 2;
+    let vcap = if head_dim % 8 != 0 {
+        0
+    } else {
+        let want = rows.map_or(V_STAGE_BYTES, |r| r * row);
+        (want.min(dyn_max - scores) / row).min(upto)
+    };
+    Ok((vcap, (vcap * row + scores) as u32))
+}
+
 /// Query heads per block: the largest divisor of the GQA group size `g` that is at most 4 (every
 /// block then covers the same number of heads, so head groups tile the output evenly).
 pub fn heads_per_block(g: usize) -> usize {
@@ -241,6 +277,40 @@ mod tests {
         // a cache shorter than a later tier's start ends every tier there
         assert_eq!(tier_end(&plan, 0, 300), 300);
         assert_eq!(tier_end(&plan, 1, 1000), 1000);
+    }
+
+    #[test]
+    fn the_one_block_kernel_stages_value_rows_within_the_devices_shared_memory() {
+        const H200: usize = 232_448; // opt-in bytes per block of sm_90
+        const SM86: usize = 101_376;
+        // 128-dim heads below 512 positions: 256 value rows (64 KB) and every score
+        assert_eq!(
+            single_plan(128, 512, H200, None).unwrap(),
+            (256, 256 * 256 + 512 * 4)
+        );
+        // never more rows than positions; 64-dim heads take twice as many rows
+        assert_eq!(single_plan(128, 100, H200, None).unwrap().0, 100);
+        assert_eq!(single_plan(64, 1024, H200, None).unwrap().0, 512);
+        // the knob sets the rows (0: none)
+        assert_eq!(single_plan(128, 512, H200, Some(0)).unwrap(), (0, 2048));
+        assert_eq!(single_plan(128, 512, H200, Some(32)).unwrap().0, 32);
+        // no 16-byte copies for head dimensions that are not multiples of 8
+        assert_eq!(single_plan(20, 256, H200, None).unwrap(), (0, 1024));
+        // a long single tier leaves the rows what its scores do not take, on every device
+        for (optin, upto) in [(H200, 40_000), (SM86, 4096), (SM86, 20_000), (H200, 54_000)] {
+            let (vcap, bytes) = single_plan(128, upto, optin, None).unwrap();
+            assert!(
+                bytes as usize + SINGLE_STATIC_SMEM <= optin,
+                "{optin} {upto}"
+            );
+            assert_eq!(bytes as usize, vcap * 256 + upto * 4);
+        }
+        // scores that do not fit are an error naming the cache length
+        let e = single_plan(128, 60_000, H200, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_seq 60000"), "{e}");
+        assert!(single_plan(128, 30_000, SM86, None).is_err());
     }
 
     #[test]
