@@ -85,7 +85,7 @@ pub fn single_plan(
         );
     }
     let row = head_dim * 2;
-    let vcap = if head_dim % 8 != 0 {
+    let vcap = if !head_dim.is_multiple_of(8) {
         0
     } else {
         let want = rows.map_or(V_STAGE_BYTES, |r| r * row);
