@@ -54,6 +54,18 @@ template <typename T> __device__ void rmsnorm(const float* h, const float* w, T*
 extern "C" __global__ void __launch_bounds__(1024) rmsnorm_f16(const float* h, const float* w, __half* out, float* out32, int d, float eps) { rmsnorm(h, w, out, out32, d, eps); }
 extern "C" __global__ void __launch_bounds__(1024) rmsnorm_bf16(const float* h, const float* w, __nv_bfloat16* out, float* out32, int d, float eps) { rmsnorm(h, w, out, out32, d, eps); }
 
+// Rotary embedding of one pair at position pos and frequency f, rounded as the CPU twin
+// (decdec_core::ops::rope_half_split) rounds it: every product and sum on its own, no FMA
+// contraction, whose choice of product differed between rope_kv and the fused attention
+// (experiment 78: they must agree bit for bit).
+__device__ __forceinline__ void rope_sincos(int pos, float f, float& s, float& c) {
+    sincosf(__fmul_rn((float)pos, f), &s, &c);
+}
+__device__ __forceinline__ void rope_rotate(float x0, float x1, float s, float c, float& o0, float& o1) {
+    o0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    o1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+}
+
 // Rotary embedding (HF half-split) of q and k heads in place in the fused qkv output, and append
 // k, v of this position to the KV cache (layout [max_seq][n_kv][hd]). Block b < nh: q head b;
 // nh <= b < nh + nkv: k head; then v heads. pos is read from device memory (graph replays).
@@ -64,12 +76,10 @@ __device__ void rope_kv_at(T* qkv, const float* inv_freq, T* kc, T* vc, int pos,
     if (b < nh + nkv) {
         T* v = qkv + (b < nh ? b * hd : qd + (b - nh) * hd);
         for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float ang = (float)pos * inv_freq[i];
-            float s, c;
-            sincosf(ang, &s, &c);
-            float x0 = Dt<T>::to_f(v[i]), x1 = Dt<T>::to_f(v[i + half]);
-            T o0 = Dt<T>::from_f(x0 * c - x1 * s);
-            T o1 = Dt<T>::from_f(x1 * c + x0 * s);
+            float sn, cs, r0, r1;
+            rope_sincos(pos, inv_freq[i], sn, cs);
+            rope_rotate(Dt<T>::to_f(v[i]), Dt<T>::to_f(v[i + half]), sn, cs, r0, r1);
+            const T o0 = Dt<T>::from_f(r0), o1 = Dt<T>::from_f(r1);
             if (b < nh) {
                 v[i] = o0;
                 v[i + half] = o1;
@@ -225,12 +235,28 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
         const char* kr = reinterpret_cast<const char*>(kh + j * kv_stride);
         for (int b = 0; b < hd * (int)sizeof(T); b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(kr + b));
     }
+    float fr = 0.f;  // ROPE: this thread's frequency (pair i = threadIdx.x; hd <= 256, engine)
+    if constexpr (ROPE) {
+        if ((int)threadIdx.x < hd / 2) fr = inv_freq[threadIdx.x];
+    }
     pdl_wait();
-    // This step's row (position pos_pre if the guess holds), written by the previous kernel, is
-    // requested together with the position and q: one L2 round trip after the wait, not three
-    // (position, then the key row in the score loop, then the value row in the V loop).
+    // This step's row, written by the previous kernel (ROPE: made here from the raw qkv output),
+    // is requested together with the position and q: one L2 round trip after the wait, not three
+    // (position, then the key row in the score loop, then the value row in the V loop). Without
+    // ROPE its address comes from pos_pre, the guess, and the rows are used only if it holds.
     bool kcur = false;
-    if constexpr (!ROPE) {
+    float rq0 = 0.f, rq1 = 0.f, rk0 = 0.f, rk1 = 0.f;
+    T rv = Dt<T>::from_f(0.f);
+    if constexpr (ROPE) {
+        const int half = hd / 2, i = threadIdx.x;
+        if (i < half) {
+            rq0 = Dt<T>::to_f(q[h * hd + i]);
+            rq1 = Dt<T>::to_f(q[h * hd + i + half]);
+            rk0 = Dt<T>::to_f(q[(nh + kvh) * hd + i]);
+            rk1 = Dt<T>::to_f(q[(nh + kvh) * hd + i + half]);
+        }
+        if (i < hd) rv = q[(nh + nkv + kvh) * hd + i];
+    } else {
         if (hd == 128 && (int)threadIdx.x == pos_pre) {
             const uint4* kr = reinterpret_cast<const uint4*>(kh + threadIdx.x * kv_stride);
 #pragma unroll
@@ -244,37 +270,51 @@ __device__ void attn_decode(const T* q, T* kc, T* vc, T* out, float* out32, cons
     cp_async_commit();
     const int pos = *reinterpret_cast<const volatile int*>(pos_p);
     const int n = pos + 1;
-    const bool guessed = !ROPE && pos == pos_pre;
+#ifdef ATTN_NO_GUESS
+    const bool guessed = false;  // (bisection knob: this step's row never from the requests above)
+#else
+    const bool guessed = pos == pos_pre;
+#endif
     kpre_ok = (kpre_ok && (int)threadIdx.x < pos) || (kcur && guessed);
     // value rows [0, vs_n) are read from shared memory, the rest from global memory
     const int vs_n = guessed ? min(n, vrows) : min(min(pos, pos_pre), vrows);
     if constexpr (ROPE) {
-        const int half = hd / 2;
-        const T* kin = q + nh * hd + kvh * hd;
-        const T* vin = q + (nh + nkv) * hd + kvh * hd;
-        // every block of the kv head writes the same rotated k and v of position pos (identical
-        // values, a benign race) and then reads that row back like any other: the block's own
-        // global writes are visible to it after the barrier below, and the loops below keep no
-        // special case for position pos (which serialized them: experiment 60)
-        T* kdst = kc + ((size_t)pos * nkv + kvh) * hd;
-        T* vdst = vc + ((size_t)pos * nkv + kvh) * hd;
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float ang = (float)pos * inv_freq[i];
-            float s, c;
-            sincosf(ang, &s, &c);
-            float x0 = Dt<T>::to_f(q[h * hd + i]), x1 = Dt<T>::to_f(q[h * hd + i + half]);
-            qs[i] = Dt<T>::to_f(Dt<T>::from_f(x0 * c - x1 * s));
-            qs[i + half] = Dt<T>::to_f(Dt<T>::from_f(x1 * c + x0 * s));
-            x0 = Dt<T>::to_f(kin[i]);
-            x1 = Dt<T>::to_f(kin[i + half]);
-            kdst[i] = Dt<T>::from_f(x0 * c - x1 * s);
-            kdst[i + half] = Dt<T>::from_f(x1 * c + x0 * s);
+        // Every block of the kv head writes the same rotated k and v of position pos to the cache
+        // (identical values, a benign race) and keeps them for itself: the value row among the
+        // staged rows (when the guess held nothing was copied there before the wait), the key
+        // row in shared memory for the thread that scores position pos (below). The loops keep
+        // no special case for position pos (which serialized them: experiment 60). Arithmetic as
+        // rope_kv's, so the cache and the output are bit-identical to rope_kv + attn_decode.
+        __shared__ __align__(16) T kcur_s[256];
+        const int half = hd / 2, i = threadIdx.x;
+        if (i < half) {
+            float sn, cs, q0, q1, r0, r1;
+            rope_sincos(pos, fr, sn, cs);
+            rope_rotate(rq0, rq1, sn, cs, q0, q1);
+            rope_rotate(rk0, rk1, sn, cs, r0, r1);
+            qs[i] = Dt<T>::to_f(Dt<T>::from_f(q0));
+            qs[i + half] = Dt<T>::to_f(Dt<T>::from_f(q1));
+            const T k0 = Dt<T>::from_f(r0), k1 = Dt<T>::from_f(r1);
+            T* kdst = kc + ((size_t)pos * nkv + kvh) * hd;
+            kdst[i] = k0;
+            kdst[i + half] = k1;
+            kcur_s[i] = k0;
+            kcur_s[i + half] = k1;
         }
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) vdst[i] = vin[i];
+        if (i < hd) {
+            vc[((size_t)pos * nkv + kvh) * hd + i] = rv;
+            if (guessed && pos < vrows) vs[pos * hd + i] = rv;
+        }
+        __syncthreads();
+        if (hd == 128 && (int)threadIdx.x == pos) {
+#pragma unroll
+            for (int u = 0; u < 16; u++) kpre[u] = reinterpret_cast<const uint4*>(kcur_s)[u];
+            kpre_ok = true;
+        }
     } else {
         for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = Dt<T>::to_f(q[h * hd + i]);
+        __syncthreads();
     }
-    __syncthreads();
     // Scores: one thread per position. The key row's 16-byte loads are all issued before the
     // first FMA (up to 16 in flight per thread): the loop is latency-bound, not bandwidth-bound.
     for (int j = threadIdx.x; j < n; j += blockDim.x) {

@@ -177,8 +177,8 @@ pub struct CudaEngine {
 // before use, and the trait's &mut self receivers serialize access.
 unsafe impl Send for CudaEngine {}
 
-/// `DECDEC_FUSE=norm,rope` turns on decode-step fusions that measured slower on the H200
-/// (docs/performance.md, experiment 14): RMSNorm inside the consumer GEMV, RoPE inside attention.
+/// `DECDEC_FUSE=norm` turns on the decode-step fusion that measured slower on the H200
+/// (docs/performance.md, experiments 14, 59, 77): RMSNorm inside the consumer GEMV.
 fn fusion_on(what: &str) -> bool {
     std::env::var("DECDEC_FUSE")
         .map(|v| v.split(',').any(|w| w == what || w == "all"))
@@ -191,6 +191,12 @@ fn env_usize(name: &str) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// `DECDEC_ROPE_LAUNCH=1`: RoPE and the KV append in their own launch (`rope_kv`) before the
+/// one-block attention too, as before experiment 78 (A/B knob).
+fn rope_launch() -> bool {
+    std::env::var_os("DECDEC_ROPE_LAUNCH").is_some()
 }
 
 /// `DECDEC_ATTN_VROWS=N`: value rows the one-block decode attention stages in shared memory
@@ -526,7 +532,6 @@ impl CudaEngine {
         let plan = attn::tier_plan(
             dims.head_dim,
             dims.heads / dims.kv_heads.max(1),
-            fusion_on("rope"),
             std::env::var("DECDEC_ATTN").ok().as_deref(),
             env_usize("DECDEC_ATTN_GB"),
             env_usize("DECDEC_ATTN_SPLITS"),
@@ -821,7 +826,9 @@ impl CudaEngine {
         for l in &self.layers {
             // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
             self.normed_group(&l.qkv, "qkv", l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
-            let fuse_rope = fusion_on("rope");
+            // the one-block attention applies RoPE and appends to the KV cache itself
+            // (experiment 78); the split kernel's tiers keep the rope_kv launch
+            let fuse_rope = self.attn_tiers[tier].1.is_none() && !rope_launch();
             if !fuse_rope {
                 unsafe {
                     g.launch(

@@ -30,16 +30,15 @@ pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
 /// 1e-3, at the noise floor of experiment 52; 512 keeps that check on one kernel.) `knob` is
 /// `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and `splits`
 /// (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
-/// does not take, or RoPE fused into attention, leave only the first tier.
+/// does not take leave only the first tier.
 pub fn tier_plan(
     head_dim: usize,
     group: usize,
-    fused_rope: bool,
     knob: Option<&str>,
     gb: usize,
     splits: usize,
 ) -> Vec<TierSpec> {
-    if !SplitAttn::supports(head_dim) || fused_rope {
+    if !SplitAttn::supports(head_dim) {
         return vec![(0, None)];
     }
     match knob {
@@ -234,41 +233,31 @@ mod tests {
 
     #[test]
     fn tiers_start_at_zero_ascend_and_honour_the_knobs() {
-        let default = tier_plan(128, 4, false, None, 0, 0);
+        let default = tier_plan(128, 4, None, 0, 0);
         assert_eq!(
             default,
             vec![(0, None), (512, Some((1, 0))), (1536, Some((0, 0)))]
         );
         // MHA: one head per block is already the automatic plan, so two tiers
-        assert_eq!(tier_plan(64, 1, false, None, 0, 0).len(), 2);
+        assert_eq!(tier_plan(64, 1, None, 0, 0).len(), 2);
         for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
-            let t = tier_plan(128, 4, false, knob, 2, 9);
+            let t = tier_plan(128, 4, knob, 2, 9);
             assert_eq!(t[0].0, 0, "{knob:?}");
             assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{knob:?}");
         }
+        assert_eq!(tier_plan(128, 4, Some("single"), 0, 0), vec![(0, None)]);
         assert_eq!(
-            tier_plan(128, 4, false, Some("single"), 0, 0),
-            vec![(0, None)]
-        );
-        assert_eq!(
-            tier_plan(128, 4, false, Some("split"), 2, 9),
+            tier_plan(128, 4, Some("split"), 2, 9),
             vec![(0, Some((2, 9)))]
         );
-        assert_eq!(
-            tier_plan(128, 4, false, Some("700"), 0, 0)[1],
-            (700, Some((0, 0)))
-        );
-        // the split kernel's limits and the fused-RoPE path keep the one-block kernel only
-        assert_eq!(tier_plan(20, 4, false, None, 0, 0), vec![(0, None)]);
-        assert_eq!(
-            tier_plan(128, 4, true, Some("split"), 0, 0),
-            vec![(0, None)]
-        );
+        assert_eq!(tier_plan(128, 4, Some("700"), 0, 0)[1], (700, Some((0, 0))));
+        // head dimensions the split kernel does not take keep the one-block kernel only
+        assert_eq!(tier_plan(20, 4, None, 0, 0), vec![(0, None)]);
     }
 
     #[test]
     fn a_tier_ends_where_the_next_starts_or_at_the_cache_length() {
-        let plan = tier_plan(128, 4, false, None, 0, 0);
+        let plan = tier_plan(128, 4, None, 0, 0);
         let starts: Vec<usize> = plan.iter().map(|t| t.0).collect();
         assert_eq!(starts, vec![0, 512, 1536]);
         assert_eq!(tier_end(&plan, 0, 8192), 512);
