@@ -23,11 +23,11 @@ pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
 }
 
 /// The tiers for a model (ascending `from`, the first from 0). Default, from the H200 measurements
-/// of experiment 53: one block per head below 512 positions, the split kernel with one query head
-/// per block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
-/// bytes). (From 256 the split kernel is 3.5% faster still, but then the 512-token perplexity
-/// check of `gpu-test` crosses kernels and its compensated token-by-token parity lands above
-/// 1e-3, at the noise floor of experiment 52; 512 keeps that check on one kernel.) `knob` is
+/// of experiments 53 and 80: one block per head below 512 positions (since experiments 76/78 the
+/// split kernel from 256 is 7% slower there), the split kernel with one query head per block
+/// (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest bytes).
+/// (512 also keeps the 512-token perplexity check of `gpu-test` on one kernel: its compensated
+/// token-by-token parity sits at the noise floor of experiment 52.) `knob` is
 /// `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and `splits`
 /// (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
 /// does not take leave only the first tier.
@@ -58,8 +58,9 @@ const THREADS: u32 = 256;
 const NWARP: usize = 8;
 
 /// Bytes of value rows the one-block kernel copies into shared memory before its PDL wait
-/// (experiment 76): 256 positions of a 128-dim head.
-const V_STAGE_BYTES: usize = 64 * 1024;
+/// (experiments 76, 80): 512 positions of a 128-dim head, every row of its tier (the 130 KB block
+/// measured no slower than a 66 KB one at short contexts, and 1.8% faster after 256 positions).
+const V_STAGE_BYTES: usize = 128 * 1024;
 /// Static shared memory of `attn_decode` (reductions, q, the warps' partial sums, the o
 /// selection's histograms), rounded up.
 const SINGLE_STATIC_SMEM: usize = 12 * 1024;
@@ -272,14 +273,20 @@ mod tests {
     fn the_one_block_kernel_stages_value_rows_within_the_devices_shared_memory() {
         const H200: usize = 232_448; // opt-in bytes per block of sm_90
         const SM86: usize = 101_376;
-        // 128-dim heads below 512 positions: 256 value rows (64 KB) and every score
+        // 128-dim heads: every value row below 256 (64 KB) or 512 positions (128 KB), and every
+        // score
+        assert_eq!(
+            single_plan(128, 256, H200, None).unwrap(),
+            (256, 256 * 256 + 256 * 4)
+        );
         assert_eq!(
             single_plan(128, 512, H200, None).unwrap(),
-            (256, 256 * 256 + 512 * 4)
+            (512, 512 * 256 + 512 * 4)
         );
-        // never more rows than positions; 64-dim heads take twice as many rows
+        // never more rows than positions, nor than 128 KB; 64-dim heads take twice as many rows
         assert_eq!(single_plan(128, 100, H200, None).unwrap().0, 100);
-        assert_eq!(single_plan(64, 1024, H200, None).unwrap().0, 512);
+        assert_eq!(single_plan(128, 1024, H200, None).unwrap().0, 512);
+        assert_eq!(single_plan(64, 2048, H200, None).unwrap().0, 1024);
         // the knob sets the rows (0: none)
         assert_eq!(single_plan(128, 512, H200, Some(0)).unwrap(), (0, 2048));
         assert_eq!(single_plan(128, 512, H200, Some(32)).unwrap().0, 32);
