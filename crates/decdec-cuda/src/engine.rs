@@ -823,12 +823,20 @@ impl CudaEngine {
         let scale = 1.0 / (d.head_dim as f32).sqrt();
         let hid = d.hidden as i32;
         let inter = d.inter as i32;
+        // the one-block attention applies RoPE and appends to the KV cache itself (experiment
+        // 78); the split kernel's tiers keep the rope_kv launch. The one-block kernel's
+        // shared-memory plan is its tier's, the same for every layer.
+        let single = self.attn_tiers[tier].1.is_none();
+        let fuse_rope = single && !rope_launch();
+        let (vcap, attn_smem) = if single {
+            attn::single_plan(d.head_dim, self.tier_upto(tier), g.smem_optin, attn_vrows())?
+        } else {
+            (0, 0)
+        };
+        let vcap = vcap as i32;
         for l in &self.layers {
             // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
             self.normed_group(&l.qkv, "qkv", l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
-            // the one-block attention applies RoPE and appends to the KV cache itself
-            // (experiment 78); the split kernel's tiers keep the rope_kv launch
-            let fuse_rope = self.attn_tiers[tier].1.is_none() && !rope_launch();
             if !fuse_rope {
                 unsafe {
                     g.launch(
@@ -881,13 +889,6 @@ impl CudaEngine {
                 } else {
                     "attn_decode"
                 };
-                let (vcap, smem) = attn::single_plan(
-                    d.head_dim,
-                    self.tier_upto(tier),
-                    g.smem_optin,
-                    attn_vrows(),
-                )?;
-                let vcap = vcap as i32;
                 let args = kargs![
                     &self.qkv.ptr,
                     &l.kc.ptr,
@@ -914,7 +915,7 @@ impl CudaEngine {
                         &format!("{kernel}_{sfx}"),
                         d.heads as u32,
                         256,
-                        smem,
+                        attn_smem,
                         &mut args[..nargs],
                     )?;
                 }
