@@ -106,6 +106,24 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// ldmatrix of four 8x8 b16 tiles (plain and transposed) from shared memory
+__device__ __forceinline__ void ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+// (a, b) -> the register of their activation-dtype roundings (hi) and that of the remainders (lo)
+template <typename T> __device__ __forceinline__ void split_pair(float a, float b, u32& hi, u32& lo) {
+    hi = pack_pair<T>(a, b);
+    const T* h = reinterpret_cast<const T*>(&hi);
+    lo = pack_pair<T>(a - Dt<T>::to_f(h[0]), b - Dt<T>::to_f(h[1]));
+}
+
 // Asynchronous global -> shared copies (sm_80+), completion per thread by commit groups. The `_s`
 // forms take a shared-window address (loops keep it in a register instead of converting a generic
 // pointer per copy); the pointer forms convert and call them.
@@ -117,6 +135,10 @@ __device__ __forceinline__ void cp_async16_s(u32 sa, const void* gmem) {
 // for data every warp of the block reads (the GEMV input x).
 __device__ __forceinline__ void cp_async16_zfill_s(u32 sa, const void* gmem, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
+}
+// The same, L2 only: for data streamed once per block (the decode attention's K/V rows).
+__device__ __forceinline__ void cp_async16_cg_zfill_s(u32 sa, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async4_s(u32 sa, const void* gmem) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(sa), "l"(gmem) : "memory");

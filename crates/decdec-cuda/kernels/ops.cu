@@ -456,6 +456,77 @@ __device__ __forceinline__ void load_pass_pieces(const T* cache, uint4 (&p)[ATTN
     }
 }
 
+// L2 prefetch of kv head kvh's K and V rows j0 <= j < j1 by the block (before a PDL wait: rows of
+// earlier steps are final).
+template <typename T>
+__device__ __forceinline__ void attn_prefetch_rows(const T* kc, const T* vc, int j0, int j1, int nkv, int kvh, int hd) {
+    for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
+        const char* kr = reinterpret_cast<const char*>(kc + ((size_t)j * nkv + kvh) * hd);
+        const char* vr = reinterpret_cast<const char*>(vc + ((size_t)j * nkv + kvh) * hd);
+        for (int b = 0; b < hd * (int)sizeof(T); b += 128) {
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(kr + b));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(vr + b));
+        }
+    }
+}
+
+// The end of a split-KV attention block (both split kernels): y_of(e) is the block's unnormalized
+// output element e of its GB heads [GB][hd] (heads h0..h0+GB-1 of head group w), ml[2g], ml[2g+1]
+// head g's max and sum of exponentials. With one active split (A == 1) the block writes the output;
+// otherwise it writes its part record and the last split of the head group to arrive merges the A
+// records in split order, then takes its share of the o projection's selection.
+template <typename T, typename Y>
+__device__ void attn_split_finish(Y y_of, const float* ml, int GB, int h0, int w, int s, int S, int A, int nh,
+                                  int hd, T* out, float* out32, float* part, int* grp_cnt, const SelArgs& sa,
+                                  int* chunk_cnt) {
+    const int rec = hd + 2;  // part record: max, sum, output[hd]
+    if (A == 1) {
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            const float y = y_of(e) / ml[2 * (e / hd) + 1];
+            out[h0 * hd + e] = Dt<T>::from_f(y);
+            if (out32) out32[h0 * hd + e] = y;
+        }
+    } else {
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            const int g = e / hd, i = e % hd;
+            const float y = y_of(e);
+            float* r = part + ((size_t)(h0 + g) * S + s) * rec;
+            r[2 + i] = y;
+            if (i == 0) {
+                r[0] = ml[2 * g];
+                r[1] = ml[2 * g + 1];
+            }
+        }
+        if (!block_arrive_last(grp_cnt + w, A)) return;
+        // merge the A splits in split order
+        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
+            const int g = e / hd, i = e % hd;
+            const float* r = part + (size_t)(h0 + g) * S * rec;
+            float M = __int_as_float(0xff800000);
+            for (int t = 0; t < A; t++) M = fmaxf(M, __ldcg(r + (size_t)t * rec));
+            float L = 0.f, Y = 0.f;
+            for (int t = 0; t < A; t++) {
+                const float f = expf(__ldcg(r + (size_t)t * rec) - M);
+                L = fmaf(f, __ldcg(r + (size_t)t * rec + 1), L);
+                Y = fmaf(f, __ldcg(r + (size_t)t * rec + 2 + i), Y);
+            }
+            const float y = Y / L;
+            out[h0 * hd + e] = Dt<T>::from_f(y);
+            if (out32) out32[h0 * hd + e] = y;
+        }
+    }
+    // Salient channels of the output for the o projection's compensation: this block wrote the
+    // channels [h0 * hd, (h0 + GB) * hd); the last head group to finish a 1024-channel chunk
+    // selects it (needs out32 and 256 threads).
+    if (sa.sel_idx != nullptr && out32 != nullptr) {
+        const int W = GB * hd, a = h0 * hd;
+        for (int c = a / 1024; c * 1024 < a + W; c++) {
+            const int clo = c * 1024, size = min(1024, nh * hd - clo);
+            o_chunk_arrive(sa, out32, chunk_cnt, c, size, (clo + size - 1) / W - clo / W + 1);
+        }
+    }
+}
+
 template <typename T, int GB>
 __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
                            int nkv, int hd, float scale, const SelArgs& sa, int* chunk_cnt, float* part,
@@ -472,15 +543,7 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     {
         const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
         const int P_pre = attn_split_range(n_pre, S);
-        const int hi = min(n_pre, s * P_pre + P_pre);
-        for (int j = s * P_pre + (int)threadIdx.x; j < hi; j += blockDim.x) {
-            const char* kr = reinterpret_cast<const char*>(kc + ((size_t)j * nkv + kvh) * hd);
-            const char* vr = reinterpret_cast<const char*>(vc + ((size_t)j * nkv + kvh) * hd);
-            for (int b = 0; b < hd * (int)sizeof(T); b += 128) {
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(kr + b));
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(vr + b));
-            }
-        }
+        attn_prefetch_rows(kc, vc, s * P_pre, min(n_pre, s * P_pre + P_pre), nkv, kvh, hd);
     }
     pdl_wait();
     const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
@@ -619,57 +682,12 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
         }
     }
     __syncthreads();
-    const int rec = hd + 2;  // part record: max, sum, output[hd]
-    if (A == 1) {
-        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
-            float y = 0.f;
+    attn_split_finish<T>([&](int e) {
+        float y = 0.f;
 #pragma unroll
-            for (int ww = 0; ww < NWARP_ATTN; ww++) y += pw[ww * GB * hd + e];
-            y /= ml[2 * (e / hd) + 1];
-            out[h0 * hd + e] = Dt<T>::from_f(y);
-            if (out32) out32[h0 * hd + e] = y;
-        }
-    } else {
-        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
-            const int g = e / hd, i = e % hd;
-            float y = 0.f;
-#pragma unroll
-            for (int ww = 0; ww < NWARP_ATTN; ww++) y += pw[ww * GB * hd + e];
-            float* r = part + ((size_t)(h0 + g) * S + s) * rec;
-            r[2 + i] = y;
-            if (i == 0) {
-                r[0] = ml[2 * g];
-                r[1] = ml[2 * g + 1];
-            }
-        }
-        if (!block_arrive_last(grp_cnt + w, A)) return;
-        // merge the A splits in split order
-        for (int e = threadIdx.x; e < GB * hd; e += blockDim.x) {
-            const int g = e / hd, i = e % hd;
-            const float* r = part + (size_t)(h0 + g) * S * rec;
-            float M = __int_as_float(0xff800000);
-            for (int t = 0; t < A; t++) M = fmaxf(M, __ldcg(r + (size_t)t * rec));
-            float L = 0.f, Y = 0.f;
-            for (int t = 0; t < A; t++) {
-                const float f = expf(__ldcg(r + (size_t)t * rec) - M);
-                L = fmaf(f, __ldcg(r + (size_t)t * rec + 1), L);
-                Y = fmaf(f, __ldcg(r + (size_t)t * rec + 2 + i), Y);
-            }
-            const float y = Y / L;
-            out[h0 * hd + e] = Dt<T>::from_f(y);
-            if (out32) out32[h0 * hd + e] = y;
-        }
-    }
-    // Salient channels of the output for the o projection's compensation: this block wrote the
-    // channels [h0 * hd, (h0 + GB) * hd); the last head group to finish a 1024-channel chunk
-    // selects it (needs out32 and 256 threads).
-    if (sa.sel_idx != nullptr && out32 != nullptr) {
-        const int W = GB * hd, a = h0 * hd;
-        for (int c = a / 1024; c * 1024 < a + W; c++) {
-            const int clo = c * 1024, size = min(1024, nh * hd - clo);
-            o_chunk_arrive(sa, out32, chunk_cnt, c, size, (clo + size - 1) / W - clo / W + 1);
-        }
-    }
+        for (int ww = 0; ww < NWARP_ATTN; ww++) y += pw[ww * GB * hd + e];
+        return y;
+    }, ml, GB, h0, w, s, S, A, nh, hd, out, out32, part, grp_cnt, sa, chunk_cnt);
 }
 
 #define ATTN_SPLIT_ENTRY(NAME, T)                                                                                        \
@@ -686,6 +704,226 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     }
 ATTN_SPLIT_ENTRY(attn_split_decode_f16, __half)
 ATTN_SPLIT_ENTRY(attn_split_decode_bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------------------------------------
+// Split-KV decode attention on the tensor cores (experiment 81), head_dim HD in {64, 128}, GQA
+// group G = nh / nkv <= 16: block b = kvh * S + s takes all G query heads of kv head kvh (each K/V
+// row loaded once) over one range of positions (ranges of max(16, ceil(n / S)) rounded up to 16).
+// The G heads are the 16 rows of mma.m16n8k16's A operand (q, rows past G zero), so one tile of 16
+// positions is S = Q K^T in 2 x HD/16 mmas (K rows as stored, ldmatrix from shared memory) and
+// O += P V in 2 x HD/8 mmas (V by transposed ldmatrix; P split into hi + lo activation-dtype parts
+// as in pf_attn_tc, ~2^-16 relative). Warp w takes the range's tiles w, w + 8, ..., streams them
+// through its own ring of ATTN_TC_STAGES stages (cp.async, zero-filled past the range) and keeps an
+// online softmax in f32 (max, sum, output per head row); the warps' states are merged in warp
+// order in shared memory, then the block ends as the CUDA-core split kernel does
+// (attn_split_finish: part records merged in split order by the last split; the o selection).
+// The old kernel's FMA chains cost ~160 instructions per (position, kv head) at 4096 positions;
+// here ~6 per position (48 mmas + 16 ldmatrix + the softmax per 16 positions).
+// Dynamic shared memory: NWARP_ATTN * ATTN_TC_STAGES * 2 * 16 * (HD + 8) elements of T (the ring;
+// reused for the merge: [NWARP_ATTN][16] max and sum, [NWARP_ATTN][G][HD] outputs in f32).
+// ---------------------------------------------------------------------------------------------
+#ifndef ATTN_TC_STAGES
+#define ATTN_TC_STAGES 2
+#endif
+__device__ __forceinline__ int attn_tc_range(int n, int S) { return max(16, ((n + S - 1) / S + 15) & ~15); }
+
+template <typename T, int HD>
+__device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
+                              int nkv, float scale, const SelArgs& sa, int* chunk_cnt, float* part, int* grp_cnt,
+                              int S) {
+    pdl_launch_dependents();
+    constexpr int LD = HD + 8;              // shared row stride (elements): ldmatrix rows spread over the banks
+    constexpr int TILE_E = 16 * LD;         // elements of one 16-row K (or V) tile
+    constexpr int CPR = HD / 8;             // 16-byte pieces per row
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* ring = reinterpret_cast<T*>(smem_raw);
+    __shared__ float ml[2 * 16];
+    __shared__ float fw[NWARP_ATTN * 16];   // per warp and head row: exp(m_w - M)
+    const int G = nh / nkv;
+    const int kvh = blockIdx.x / S, s = blockIdx.x % S;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    {
+        const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
+        const int P_pre = attn_tc_range(n_pre, S);
+        attn_prefetch_rows(kc, vc, s * P_pre, min(n_pre, s * P_pre + P_pre), nkv, kvh, HD);
+    }
+    pdl_wait();
+    const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
+    const int P = attn_tc_range(n, S);
+    const int A = (n + P - 1) / P;
+    if (s >= A) return;
+    const int lo = s * P, cnt = min(n, lo + P) - lo;
+    const int ntile = (cnt + 15) / 16;
+    T* wring = ring + warp * ATTN_TC_STAGES * 2 * TILE_E;
+    const u32 wring_s = smem_addr(wring);
+    // tile ti (local positions 16 ti ..) into stage st: lane copies pieces lane, lane + 32, ...
+    auto issue = [&](int ti, int st) {
+        if (ti < ntile) {
+#pragma unroll
+            for (int u = 0; u < 2 * 16 * CPR / 32; u++) {
+                const int idx = lane + 32 * u;
+                const int kvsel = idx / (16 * CPR), r = (idx / CPR) % 16, c = idx % CPR;
+                const int jj = 16 * ti + r;
+                const T* src = (kvsel ? vc : kc) + ((size_t)(lo + min(jj, cnt - 1)) * nkv + kvh) * HD + 8 * c;
+                cp_async16_cg_zfill_s(wring_s + 2 * ((st * 2 + kvsel) * TILE_E + r * LD + 8 * c), src,
+                                      jj < cnt ? 16 : 0);
+            }
+        }
+        cp_async_commit();
+    };
+    // A fragments of q: rows g, g + 8 (query heads kvh * G + row; zero past G), columns of k-step kk
+    u32 qa[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int row = g + 8 * (i & 1), col = 16 * kk + 2 * t + 8 * (i >> 1);
+            qa[kk][i] = row < G ? *reinterpret_cast<const u32*>(q + (size_t)(kvh * G + row) * HD + col) : 0u;
+        }
+    }
+#pragma unroll
+    for (int st = 0; st < ATTN_TC_STAGES - 1; st++) issue(warp + NWARP_ATTN * st, st);
+    float o[HD / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
+    float m[2] = {__int_as_float(0xff800000), __int_as_float(0xff800000)}, l[2] = {0.f, 0.f};
+    int st = 0;
+    for (int ti = warp; ti < ntile; ti += NWARP_ATTN) {
+        issue(ti + NWARP_ATTN * (ATTN_TC_STAGES - 1), st == 0 ? ATTN_TC_STAGES - 1 : st - 1);
+        cp_async_wait<ATTN_TC_STAGES - 1>();
+        __syncwarp();
+        const T* ks = wring + (st * 2) * TILE_E;
+        const T* vs = ks + TILE_E;
+        float sc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            u32 b0, b1, b2, b3;  // B fragments of positions 0-7 and 8-15 (K rows as stored)
+            ldsm_x4(b0, b1, b2, b3, ks + ((lane & 7) + (lane >> 4) * 8) * LD + 16 * kk + ((lane >> 3) & 1) * 8);
+            mma16816<T>(sc[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b0, b1);
+            mma16816<T>(sc[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b2, b3);
+        }
+        // scale, mask past the range, online softmax per head row (a quad shares a row)
+        float mx[2] = {__int_as_float(0xff800000), __int_as_float(0xff800000)};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int jj = 16 * ti + 8 * nt + 2 * t + (e & 1);
+                const float v = jj < cnt ? sc[nt][e] * scale : __int_as_float(0xff800000);
+                sc[nt][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mn = fmaxf(m[r], mx[r]);
+            corr[r] = expf(m[r] - mn);
+            m[r] = mn;
+            l[r] *= corr[r];
+        }
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn++) {
+            o[dn][0] *= corr[0];
+            o[dn][1] *= corr[0];
+            o[dn][2] *= corr[1];
+            o[dn][3] *= corr[1];
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                sc[nt][e] = expf(sc[nt][e] - m[e >> 1]);  // masked: exp(-inf) = 0
+                l[e >> 1] += sc[nt][e];
+            }
+        }
+        // O += P V: P's A fragments straight from the S accumulators
+        u32 ah[4], al[4];
+        split_pair<T>(sc[0][0], sc[0][1], ah[0], al[0]);
+        split_pair<T>(sc[0][2], sc[0][3], ah[1], al[1]);
+        split_pair<T>(sc[1][0], sc[1][1], ah[2], al[2]);
+        split_pair<T>(sc[1][2], sc[1][3], ah[3], al[3]);
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn += 2) {
+            u32 b0, b1, b2, b3;  // B fragments of dim tiles dn, dn + 1 (V transposed by ldmatrix)
+            ldsm_x4_trans(b0, b1, b2, b3, vs + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dn + (lane >> 4) * 8);
+            mma16816<T>(o[dn], ah[0], ah[1], ah[2], ah[3], b0, b1);
+            mma16816<T>(o[dn], al[0], al[1], al[2], al[3], b0, b1);
+            mma16816<T>(o[dn + 1], ah[0], ah[1], ah[2], ah[3], b2, b3);
+            mma16816<T>(o[dn + 1], al[0], al[1], al[2], al[3], b2, b3);
+        }
+        __syncwarp();  // every lane has read the stage before it is refilled
+        st = st + 1 == ATTN_TC_STAGES ? 0 : st + 1;
+    }
+    cp_async_wait<0>();
+    // merge the warps' states in warp order: max and sum per head row, then outputs scaled by
+    // exp(m_w - M) (a warp without tiles has m = -inf, sum and output zero: factor 0)
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    __syncthreads();  // every warp is done with its ring
+    float* mw = reinterpret_cast<float*>(smem_raw);  // [NWARP_ATTN][16] max, then [NWARP_ATTN][16] sum
+    float* lw = mw + NWARP_ATTN * 16;
+    float* ow = lw + NWARP_ATTN * 16;                 // [NWARP_ATTN][G][HD]
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = g + 8 * r;
+        if (row < G) {
+            if (t == 0) {
+                mw[warp * 16 + row] = m[r];
+                lw[warp * 16 + row] = l[r];
+            }
+#pragma unroll
+            for (int dn = 0; dn < HD / 8; dn++) {
+                float* d = ow + ((size_t)warp * G + row) * HD + 8 * dn + 2 * t;
+                d[0] = o[dn][2 * r];
+                d[1] = o[dn][2 * r + 1];
+            }
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < G) {
+        const int row = threadIdx.x;
+        float M = __int_as_float(0xff800000);
+#pragma unroll
+        for (int w = 0; w < NWARP_ATTN; w++) M = fmaxf(M, mw[w * 16 + row]);
+        float L = 0.f;
+#pragma unroll
+        for (int w = 0; w < NWARP_ATTN; w++) {
+            const float f = expf(mw[w * 16 + row] - M);
+            fw[w * 16 + row] = f;
+            L = fmaf(f, lw[w * 16 + row], L);
+        }
+        ml[2 * row] = M;
+        ml[2 * row + 1] = L;
+    }
+    __syncthreads();
+    attn_split_finish<T>([&](int e) {
+        const int row = e / HD, i = e % HD;
+        float y = 0.f;
+#pragma unroll
+        for (int w = 0; w < NWARP_ATTN; w++) y = fmaf(fw[w * 16 + row], ow[((size_t)w * G + row) * HD + i], y);
+        return y;
+    }, ml, G, kvh * G, kvh, s, S, A, nh, HD, out, out32, part, grp_cnt, sa, chunk_cnt);
+}
+
+#define ATTN_SPLIT_TC_ENTRY(NAME, T, HD)                                                                            \
+    extern "C" __global__ void __launch_bounds__(OPS_THREADS) NAME(const T* q, const T* kc, const T* vc, T* out,     \
+                                                                   float* o32, const int* p, int nh, int nkv, int hd, \
+                                                                   float scale, SelArgs sa, int* cnt, float* part,  \
+                                                                   int* gcnt, int S) {                              \
+        attn_split_tc<T, HD>(q, kc, vc, out, o32, p, nh, nkv, scale, sa, cnt, part, gcnt, S);                      \
+    }
+ATTN_SPLIT_TC_ENTRY(attn_split_tc64_f16, __half, 64)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc128_f16, __half, 128)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc64_bf16, __nv_bfloat16, 64)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc128_bf16, __nv_bfloat16, 128)
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
 template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {
@@ -1082,22 +1320,6 @@ extern "C" __global__ void __launch_bounds__(OPS_THREADS) pf_attn_bf16(const __n
 // with P split into hi + lo activation-dtype parts (two mmas) so that the probabilities keep
 // ~2^-16 relative precision in bf16 too. Fixed order everywhere: deterministic.
 #define PF_TC_ROWS 64
-__device__ __forceinline__ void ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
-    const u32 a = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
-}
-__device__ __forceinline__ void ldsm_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
-    const u32 a = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
-}
-// (a, b) -> the register of their activation-dtype roundings (hi) and that of the remainders (lo)
-template <typename T> __device__ __forceinline__ void split_pair(float a, float b, u32& hi, u32& lo) {
-    hi = pack_pair<T>(a, b);
-    const T* h = reinterpret_cast<const T*>(&hi);
-    lo = pack_pair<T>(a - Dt<T>::to_f(h[0]), b - Dt<T>::to_f(h[1]));
-}
 template <typename T, int HD>
 __device__ void pf_attn_tc(const T* qkv, const T* kc, const T* vc, T* out, float* out32, int pos0, int rows, int nh,
                            int nkv, float scale) {

@@ -193,6 +193,18 @@ fn env_usize(name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The split-KV kernel asked for by `DECDEC_ATTN_KERNEL=cuda|tc` and `DECDEC_ATTN_GB=N` (heads
+/// per block of the CUDA-core kernel, which it implies); None: the default plan.
+fn attn_kind_knob() -> Option<attn::SplitKind> {
+    let gb = env_usize("DECDEC_ATTN_GB");
+    match std::env::var("DECDEC_ATTN_KERNEL").ok().as_deref() {
+        Some("tc") => Some(attn::SplitKind::TensorCores),
+        Some("cuda") => Some(attn::SplitKind::Cuda(gb)),
+        _ if gb > 0 => Some(attn::SplitKind::Cuda(gb)),
+        _ => None,
+    }
+}
+
 /// `DECDEC_ROPE_LAUNCH=1`: RoPE and the KV append in their own launch (`rope_kv`) before the
 /// one-block attention too, as before experiment 78 (A/B knob).
 fn rope_launch() -> bool {
@@ -527,13 +539,14 @@ impl CudaEngine {
                 dims.head_dim
             );
         }
-        // experiment knobs: `DECDEC_ATTN=single|split|N`, `DECDEC_ATTN_GB=heads per block`,
-        // `DECDEC_ATTN_SPLITS=S` (docs/performance.md, experiment 53)
+        // experiment knobs: `DECDEC_ATTN=single|split|N`, `DECDEC_ATTN_KERNEL=cuda|tc`,
+        // `DECDEC_ATTN_GB=heads per block` (CUDA-core kernel), `DECDEC_ATTN_SPLITS=S`
+        // (docs/performance.md, experiments 53 and 81)
         let plan = attn::tier_plan(
             dims.head_dim,
             dims.heads / dims.kv_heads.max(1),
             std::env::var("DECDEC_ATTN").ok().as_deref(),
-            env_usize("DECDEC_ATTN_GB"),
+            attn_kind_knob(),
             env_usize("DECDEC_ATTN_SPLITS"),
         );
         let mut attn_tiers = Vec::new();
@@ -543,14 +556,14 @@ impl CudaEngine {
             }
             let upto = attn::tier_end(&plan, i, opts.max_seq);
             let sp = match split {
-                Some((gb, splits)) => Some(attn::SplitAttn::new(
+                Some((kind, splits)) => Some(attn::SplitAttn::new(
                     &gpu,
                     dims.heads,
                     dims.kv_heads,
                     dims.head_dim,
                     upto,
                     splits,
-                    gb,
+                    kind,
                 )?),
                 // the one-block-per-head kernel keeps every score of a step in shared memory
                 None => {

@@ -3,8 +3,10 @@
 //! Short contexts run the one-block-per-query-head kernel (`attn_decode`, kernels/ops.cu): its
 //! dependency chain is the shortest. Longer ones run the split-KV kernel (`attn_split_decode`):
 //! blocks of one kv head's query heads (sharing every K/V row load) over one range of cache
-//! positions, merged in split order, so a long context spreads over the whole GPU. Each tier is a
-//! separately captured decode graph; the engine picks one per step by position (experiment 53).
+//! positions, merged in split order, so a long context spreads over the whole GPU; for 64- and
+//! 128-dim heads it runs on the tensor cores (`attn_split_tc*`, experiment 81), with the whole GQA
+//! group of a kv head in one block. Each tier is a separately captured decode graph; the engine
+//! picks one per step by position (experiment 53).
 
 use anyhow::{bail, Result};
 
@@ -12,9 +14,17 @@ use crate::gpu::{DevBuf, Gpu};
 use crate::kargs;
 use crate::linear::SelArgs;
 
+/// Which split-KV kernel: `Cuda(heads per block)` (0 = automatic) is `attn_split_decode` on the
+/// CUDA cores, `TensorCores` is `attn_split_tc{64,128}` (the kv head's whole GQA group per block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    Cuda(usize),
+    TensorCores,
+}
+
 /// One decode-step variant: the attention used from position `from` on (None: `attn_decode`;
-/// Some((heads per block, splits)), 0 = automatic: the split-KV kernel).
-pub type TierSpec = (usize, Option<(usize, usize)>);
+/// Some((kind, splits)), splits 0 = automatic: a split-KV kernel).
+pub type TierSpec = (usize, Option<(SplitKind, usize)>);
 
 /// End (exclusive) of the positions tier `i` of `tiers` (ascending start positions) serves: the
 /// next tier's start, or `max_seq` for the last.
@@ -24,29 +34,46 @@ pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
 
 /// The tiers for a model (ascending `from`, the first from 0). Default, from the H200 measurements
 /// of experiments 53 and 80: one block per head below 512 positions (since experiments 76/78 the
-/// split kernel from 256 is 7% slower there), the split kernel with one query head per block
-/// (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest bytes).
-/// (512 also keeps the 512-token perplexity check of `gpu-test` on one kernel: its compensated
-/// token-by-token parity sits at the noise floor of experiment 52.) `knob` is
-/// `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `gb` and `splits`
-/// (0 = automatic) then set the split kernel's plan. Head dimensions the split kernel
-/// does not take leave only the first tier.
+/// split kernel from 256 is 7% slower there), the CUDA-core split kernel with one query head per
+/// block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
+/// bytes). (512 also keeps the 512-token perplexity check of `gpu-test` on one kernel: its
+/// compensated token-by-token parity sits at the noise floor of experiment 52.) The tensor-core
+/// split kernel (experiment 81: 64/128-dim heads, GQA groups up to 16) is opt-in until it has
+/// been measured on the GPU; asked for where it does not apply, the CUDA-core kernel runs.
+/// `knob` is `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `kind`
+/// (`DECDEC_ATTN_KERNEL=cuda|tc`, `DECDEC_ATTN_GB`) and `splits` (0 = automatic) then set the
+/// split kernel's plan. Head dimensions no split kernel takes leave only the first tier.
 pub fn tier_plan(
     head_dim: usize,
     group: usize,
     knob: Option<&str>,
-    gb: usize,
+    kind: Option<SplitKind>,
     splits: usize,
 ) -> Vec<TierSpec> {
     if !SplitAttn::supports(head_dim) {
         return vec![(0, None)];
     }
-    match knob {
-        Some("single") => vec![(0, None)],
-        Some("split") => vec![(0, Some((gb, splits)))],
-        Some(v) => vec![(0, None), (v.parse().unwrap_or(512), Some((gb, splits)))],
-        None if heads_per_block(group) == 1 => vec![(0, None), (512, Some((1, 0)))],
-        None => vec![(0, None), (512, Some((1, 0))), (1536, Some((0, 0)))],
+    let kind = match kind {
+        Some(SplitKind::TensorCores) if !SplitAttn::supports_tc(head_dim, group) => None,
+        k => k,
+    };
+    match (knob, kind) {
+        (Some("single"), _) => vec![(0, None)],
+        (Some("split"), k) => vec![(0, Some((k.unwrap_or(SplitKind::Cuda(0)), splits)))],
+        (Some(v), k) => vec![
+            (0, None),
+            (
+                v.parse().unwrap_or(512),
+                Some((k.unwrap_or(SplitKind::Cuda(0)), splits)),
+            ),
+        ],
+        (None, Some(k)) => vec![(0, None), (512, Some((k, splits)))],
+        (None, None) if heads_per_block(group) > 1 => vec![
+            (0, None),
+            (512, Some((SplitKind::Cuda(1), 0))),
+            (1536, Some((SplitKind::Cuda(0), 0))),
+        ],
+        (None, None) => vec![(0, None), (512, Some((SplitKind::Cuda(1), 0)))],
     }
 }
 
@@ -108,10 +135,24 @@ pub fn split_range(n: usize, splits: usize) -> usize {
     PMIN.max(n.div_ceil(splits).div_ceil(32) * 32)
 }
 
-/// The split-KV kernel's launch plan and scratch.
+/// Positions per split of the tensor-core kernel (kernels/ops.cu `attn_tc_range`).
+pub fn tc_range(n: usize, splits: usize) -> usize {
+    16.max(n.div_ceil(splits).div_ceil(16) * 16)
+}
+
+/// Static shared memory of the split kernels (reductions, merge factors, the o selection's
+/// histograms), rounded up.
+const SPLIT_STATIC_SMEM: usize = 4096;
+
+/// Stages of a warp's K/V ring in the tensor-core kernel (kernels/ops.cu `ATTN_TC_STAGES`).
+const TC_STAGES: usize = 2;
+
+/// The split-KV kernels' launch plan and scratch.
 pub struct SplitAttn {
     pub splits: usize,
     pub heads_per_block: usize,
+    /// the tensor-core kernel (`attn_split_tc*`) rather than `attn_split_decode`
+    pub tensor_cores: bool,
     head_groups: usize,
     smem: u32,
     /// per query head and split: max, sum of exponentials, unnormalized output [head_dim]
@@ -121,14 +162,29 @@ pub struct SplitAttn {
 }
 
 impl SplitAttn {
-    /// The split kernel takes head dimensions that are multiples of 8 up to 256.
+    /// The CUDA-core split kernel takes head dimensions that are multiples of 8 up to 256.
     pub fn supports(head_dim: usize) -> bool {
         head_dim.is_multiple_of(8) && head_dim <= 256
     }
 
+    /// The tensor-core kernel takes 64- and 128-dim heads and GQA groups of up to 16 query heads
+    /// (the rows of one mma tile).
+    pub fn supports_tc(head_dim: usize, group: usize) -> bool {
+        matches!(head_dim, 64 | 128) && (1..=16).contains(&group)
+    }
+
+    /// Dynamic shared memory of the tensor-core kernel: the warps' K/V rings (16 rows of
+    /// head_dim + 8 two-byte elements per tile), reused for the merge of the warps' states.
+    pub fn tc_smem(head_dim: usize, group: usize) -> usize {
+        let ring = NWARP * TC_STAGES * 2 * 16 * (head_dim + 8) * 2;
+        let merge = 4 * (2 * NWARP * 16 + NWARP * group * head_dim);
+        ring.max(merge)
+    }
+
     /// Plan for `heads` query heads over `kv_heads` kv heads of `head_dim`, up to `max_seq`
-    /// positions; `splits` = 0 picks about two blocks per SM at the longest context (experiment 53e),
-    /// `heads_per_block` = 0 the largest divisor of the GQA group up to 4.
+    /// positions; `splits` = 0 picks about two blocks per SM at the longest context for the
+    /// CUDA-core kernel (experiment 53e) and what fits one wave for the tensor-core one; kind
+    /// `Cuda(0)` takes the largest divisor of the GQA group up to 4 as heads per block.
     pub fn new(
         gpu: &Gpu,
         heads: usize,
@@ -136,40 +192,67 @@ impl SplitAttn {
         head_dim: usize,
         max_seq: usize,
         splits: usize,
-        heads_per_block: usize,
+        kind: SplitKind,
     ) -> Result<SplitAttn> {
         if !Self::supports(head_dim) || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             bail!("split attention: unsupported heads {heads} / kv heads {kv_heads} / head_dim {head_dim}");
         }
         let g = heads / kv_heads;
-        let gb = if heads_per_block == 0 {
-            self::heads_per_block(g)
-        } else if heads_per_block <= 4 && g.is_multiple_of(heads_per_block) {
-            heads_per_block
-        } else {
-            bail!("split attention: {heads_per_block} heads per block do not divide the GQA group of {g} (at most 4)");
+        let sms = gpu.sms.max(1) as usize;
+        let (gb, tensor_cores) = match kind {
+            SplitKind::TensorCores if Self::supports_tc(head_dim, g) => (g, true),
+            SplitKind::TensorCores => bail!(
+                "split attention on the tensor cores: head_dim {head_dim} / GQA group {g} not supported (64 or 128, at most 16)"
+            ),
+            SplitKind::Cuda(0) => (self::heads_per_block(g), false),
+            SplitKind::Cuda(n) if n <= 4 && g.is_multiple_of(n) => (n, false),
+            SplitKind::Cuda(n) => {
+                bail!("split attention: {n} heads per block do not divide the GQA group of {g} (at most 4)")
+            }
         };
         let head_groups = heads / gb;
-        let splits = if splits == 0 {
-            (2 * gpu.sms.max(1) as usize / head_groups).clamp(1, 64)
+        let (splits, smem) = if tensor_cores {
+            let smem = Self::tc_smem(head_dim, g);
+            let per_sm = (gpu.smem_optin / smem).clamp(1, 2);
+            let splits = if splits == 0 {
+                (per_sm * sms / head_groups).clamp(1, 64)
+            } else {
+                splits
+            };
+            (splits, smem)
         } else {
-            splits
+            let splits = if splits == 0 {
+                (2 * sms / head_groups).clamp(1, 64)
+            } else {
+                splits
+            };
+            let pmax = split_range(max_seq, splits);
+            (splits, 4 * (gb * head_dim * NWARP + gb * pmax))
         };
-        let pmax = split_range(max_seq, splits);
-        let smem = 4 * (gb * head_dim * NWARP + gb * pmax);
-        if smem > 200 * 1024 {
+        if smem + SPLIT_STATIC_SMEM > gpu.smem_optin {
             bail!(
-                "max_seq {max_seq} is too long for the decode attention kernel ({smem} bytes of shared memory)"
+                "max_seq {max_seq} is too long for the decode attention kernel ({smem} bytes of shared memory, {} available)",
+                gpu.smem_optin
             );
         }
         Ok(SplitAttn {
             splits,
             heads_per_block: gb,
+            tensor_cores,
             head_groups,
             smem: smem as u32,
             part: gpu.alloc_zeroed(heads * splits * (head_dim + 2) * 4)?,
             grp_cnt: gpu.alloc_zeroed(head_groups * 4 + 16)?,
         })
+    }
+
+    /// Positions per split for a context of `n` positions.
+    pub fn range(&self, n: usize) -> usize {
+        if self.tensor_cores {
+            tc_range(n, self.splits)
+        } else {
+            split_range(n, self.splits)
+        }
     }
 
     /// The per-head-group counters (all zero between launches).
@@ -201,9 +284,35 @@ impl SplitAttn {
     ) -> Result<()> {
         let (nh, nkv, hd) = dims;
         let (s, gb) = (self.splits as i32, self.heads_per_block as i32);
+        let grid = (self.head_groups * self.splits) as u32;
+        if self.tensor_cores {
+            return gpu.launch(
+                &format!("attn_split_tc{hd}_{sfx}"),
+                grid,
+                THREADS,
+                self.smem,
+                kargs![
+                    &q,
+                    &kc,
+                    &vc,
+                    &out,
+                    &out32,
+                    &pos_p,
+                    &nh,
+                    &nkv,
+                    &hd,
+                    &scale,
+                    sa,
+                    &chunk_cnt,
+                    &self.part.ptr,
+                    &self.grp_cnt.ptr,
+                    &s
+                ],
+            );
+        }
         gpu.launch(
             &format!("attn_split_decode_{sfx}"),
-            (self.head_groups * self.splits) as u32,
+            grid,
             THREADS,
             self.smem,
             kargs![
@@ -234,31 +343,59 @@ mod tests {
 
     #[test]
     fn tiers_start_at_zero_ascend_and_honour_the_knobs() {
-        let default = tier_plan(128, 4, None, 0, 0);
-        assert_eq!(
-            default,
-            vec![(0, None), (512, Some((1, 0))), (1536, Some((0, 0)))]
-        );
+        use SplitKind::{Cuda, TensorCores as Tc};
+        let cuda_tiers = vec![
+            (0, None),
+            (512, Some((Cuda(1), 0))),
+            (1536, Some((Cuda(0), 0))),
+        ];
+        assert_eq!(tier_plan(128, 4, None, None, 0), cuda_tiers);
         // MHA: one head per block is already the automatic plan, so two tiers
-        assert_eq!(tier_plan(64, 1, None, 0, 0).len(), 2);
-        for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
-            let t = tier_plan(128, 4, knob, 2, 9);
-            assert_eq!(t[0].0, 0, "{knob:?}");
-            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{knob:?}");
-        }
-        assert_eq!(tier_plan(128, 4, Some("single"), 0, 0), vec![(0, None)]);
+        assert_eq!(tier_plan(64, 1, None, None, 0).len(), 2);
+        // the tensor-core kernel when asked for, from 512
         assert_eq!(
-            tier_plan(128, 4, Some("split"), 2, 9),
-            vec![(0, Some((2, 9)))]
+            tier_plan(128, 4, None, Some(Tc), 0),
+            vec![(0, None), (512, Some((Tc, 0)))]
         );
-        assert_eq!(tier_plan(128, 4, Some("700"), 0, 0)[1], (700, Some((0, 0))));
-        // head dimensions the split kernel does not take keep the one-block kernel only
-        assert_eq!(tier_plan(20, 4, None, 0, 0), vec![(0, None)]);
+        assert_eq!(tier_plan(64, 1, None, Some(Tc), 7)[1], (512, Some((Tc, 7))));
+        // ... and where it does not apply (head_dim, GQA groups over 16), the CUDA-core tiers
+        assert_eq!(tier_plan(96, 4, None, Some(Tc), 0), cuda_tiers);
+        assert_eq!(tier_plan(128, 32, None, Some(Tc), 0), cuda_tiers);
+        assert_eq!(
+            tier_plan(96, 4, Some("split"), Some(Tc), 0),
+            vec![(0, Some((Cuda(0), 0)))]
+        );
+        for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
+            for kind in [None, Some(Cuda(2)), Some(Tc)] {
+                let t = tier_plan(128, 4, knob, kind, 9);
+                assert_eq!(t[0].0, 0, "{knob:?}");
+                assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{knob:?}");
+            }
+        }
+        assert_eq!(tier_plan(128, 4, Some("single"), None, 0), vec![(0, None)]);
+        assert_eq!(
+            tier_plan(128, 4, Some("split"), Some(Cuda(2)), 9),
+            vec![(0, Some((Cuda(2), 9)))]
+        );
+        assert_eq!(
+            tier_plan(128, 4, Some("700"), Some(Cuda(0)), 0)[1],
+            (700, Some((Cuda(0), 0)))
+        );
+        assert_eq!(
+            tier_plan(128, 4, Some("256"), Some(Tc), 0)[1],
+            (256, Some((Tc, 0)))
+        );
+        assert_eq!(
+            tier_plan(128, 4, Some("256"), None, 0)[1],
+            (256, Some((Cuda(0), 0)))
+        );
+        // head dimensions no split kernel takes keep the one-block kernel only
+        assert_eq!(tier_plan(20, 4, None, None, 0), vec![(0, None)]);
     }
 
     #[test]
     fn a_tier_ends_where_the_next_starts_or_at_the_cache_length() {
-        let plan = tier_plan(128, 4, None, 0, 0);
+        let plan = tier_plan(128, 4, None, None, 0);
         let starts: Vec<usize> = plan.iter().map(|t| t.0).collect();
         assert_eq!(starts, vec![0, 512, 1536]);
         assert_eq!(tier_end(&plan, 0, 8192), 512);
@@ -333,7 +470,22 @@ mod tests {
                 let p = split_range(n, splits);
                 assert!(p >= PMIN && p.is_multiple_of(32));
                 assert!(n.div_ceil(p) <= splits, "n {n} splits {splits} p {p}");
+                // the tensor-core kernel's ranges: whole 16-position tiles
+                let p = tc_range(n, splits);
+                assert!(p >= 16 && p.is_multiple_of(16));
+                assert!(n.div_ceil(p) <= splits, "n {n} splits {splits} p {p}");
             }
         }
+    }
+
+    #[test]
+    fn the_tensor_core_kernel_fits_its_ring_and_its_merge() {
+        // 128-dim heads: 8 warps x 2 stages x (K + V) x 16 rows of 136 halves
+        assert_eq!(SplitAttn::tc_smem(128, 4), 8 * 2 * 2 * 16 * 136 * 2);
+        assert_eq!(SplitAttn::tc_smem(64, 3), 8 * 2 * 2 * 16 * 72 * 2);
+        // the merge of 16 heads' outputs in f32 fits in the ring of 128-dim heads
+        assert!(4 * (2 * 8 * 16 + 8 * 16 * 128) <= SplitAttn::tc_smem(128, 16));
+        assert!(SplitAttn::supports_tc(128, 16) && !SplitAttn::supports_tc(128, 17));
+        assert!(!SplitAttn::supports_tc(96, 4) && !SplitAttn::supports_tc(256, 1));
     }
 }

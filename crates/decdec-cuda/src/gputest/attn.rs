@@ -1,7 +1,8 @@
-//! GPU checks of the split-KV decode attention (`attn_split_decode` in kernels/ops.cu) against the
-//! CPU twin of GQA attention: short and long contexts (one split and many), every heads-per-block
-//! case, outputs poisoned first, the o projection's selection, counters left at zero, and a rerun
-//! that must be bit-identical whatever order the splits arrive in.
+//! GPU checks of the split-KV decode attention (`attn_split_decode` and the tensor-core
+//! `attn_split_tc*` in kernels/ops.cu) against the CPU twin of GQA attention: short and long
+//! contexts (one split and many), every heads-per-block case, outputs poisoned first, the o
+//! projection's selection, counters left at zero, and a rerun that must be bit-identical whatever
+//! order the splits arrive in.
 
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -10,32 +11,55 @@ use super::{
     cpu_attention, randn, raw_mismatches, read_act, rel_err, sel_request, selection_mismatches,
     thresholds_like, tol, upload_act, Report,
 };
-use crate::engine::attn::{split_range, SplitAttn};
+use crate::engine::attn::{SplitAttn, SplitKind};
 use crate::gpu::{Dtype, Gpu};
 use crate::linear::dec_total_rows;
 
 pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
     let sfx = dt.suffix();
-    // (heads, kv heads, head_dim, pos, max_seq, splits, heads per block; 0 = the engine's choice)
-    for (nh, nkv, hd, pos, max_seq, splits, gb) in [
+    use SplitKind::{Cuda, TensorCores as Tc};
+    // (heads, kv heads, head_dim, pos, max_seq, splits (0 = the engine's choice), kernel: CUDA
+    // cores with n heads per block (0 = the engine's choice) or tensor cores)
+    for (nh, nkv, hd, pos, max_seq, splits, kind) in [
         (
-            32usize, 8usize, 128usize, 200usize, 256usize, 0usize, 0usize,
+            32usize,
+            8usize,
+            128usize,
+            200usize,
+            256usize,
+            0usize,
+            Cuda(0),
         ),
-        (32, 8, 128, 3000, 4096, 0, 0),
-        (32, 8, 128, 1000, 1536, 0, 1),
-        (8, 4, 64, 37, 256, 3, 0),
-        (9, 3, 64, 700, 1024, 0, 0),
-        (28, 4, 128, 1500, 2048, 0, 0),
-        (16, 2, 64, 511, 512, 5, 0),
-        (16, 2, 64, 900, 1024, 0, 2),
-        (6, 6, 48, 0, 256, 0, 0),
-        (4, 2, 8, 1000, 1024, 64, 0),
-        (8, 8, 256, 130, 256, 2, 0),
+        (32, 8, 128, 3000, 4096, 0, Cuda(0)),
+        (32, 8, 128, 1000, 1536, 0, Cuda(1)),
+        (8, 4, 64, 37, 256, 3, Cuda(0)),
+        (9, 3, 64, 700, 1024, 0, Cuda(0)),
+        (28, 4, 128, 1500, 2048, 0, Cuda(0)),
+        (16, 2, 64, 511, 512, 5, Cuda(0)),
+        (16, 2, 64, 900, 1024, 0, Cuda(2)),
+        (6, 6, 48, 0, 256, 0, Cuda(0)),
+        (4, 2, 8, 1000, 1024, 64, Cuda(0)),
+        (8, 8, 256, 130, 256, 2, Cuda(0)),
+        // the tensor-core kernel: GQA groups 1 to 16, one split and many, tail tiles, fewer
+        // tiles than warps and rings that wrap
+        (32, 8, 128, 200, 256, 0, Tc),
+        (32, 8, 128, 3000, 4096, 0, Tc),
+        (32, 8, 128, 4095, 4096, 0, Tc),
+        (9, 3, 64, 700, 1024, 0, Tc),
+        (28, 4, 128, 1500, 2048, 0, Tc),
+        (16, 2, 64, 511, 512, 5, Tc),
+        (32, 2, 128, 1000, 1024, 0, Tc),
+        (8, 8, 128, 0, 256, 0, Tc),
+        (16, 2, 64, 17, 256, 3, Tc),
+        (32, 8, 128, 100, 256, 1, Tc),
+        (4, 4, 64, 300, 512, 1, Tc),
+        (12, 12, 64, 777, 1024, 7, Tc),
     ] {
-        let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits, gb)?;
-        let active = (pos + 1).div_ceil(split_range(pos + 1, sp.splits));
+        let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits, kind)?;
+        let active = (pos + 1).div_ceil(sp.range(pos + 1));
         let label = format!(
-            "split attention nh={nh} nkv={nkv} hd={hd} len={} splits {active}/{} heads/block {} {sfx}",
+            "split attention{} nh={nh} nkv={nkv} hd={hd} len={} splits {active}/{} heads/block {} {sfx}",
+            if sp.tensor_cores { " (tensor cores)" } else { "" },
             pos + 1,
             sp.splits,
             sp.heads_per_block

@@ -1,0 +1,25 @@
+#!/bin/bash
+# run MA (session 17): experiment 81, the split-KV decode attention on the tensor cores: gpu-test
+# (kernel checks incl. the new tensor-core cases), then decode at depth, tensor cores (default) vs
+# the CUDA-core split kernel (DECDEC_ATTN_KERNEL=cuda), same binary, alternating; split counts.
+N=.device/decdec
+timeout 250 $N gpu-test --model models/stories260K --text .device/data/tinystories-sample.txt --ctx 512 --chunks 8 > $OUT/h200-gpu-test-exp81-s17.txt 2>&1; echo "gpu-test rc $?"
+grep -E "FAIL|checks|rror|panic" $OUT/h200-gpu-test-exp81-s17.txt | tail -8 | cut -c1-160
+grep -E "tensor cores" $OUT/h200-gpu-test-exp81-s17.txt | head -60 | cut -c1-150
+run() { # label bits k_chunks extra env...
+  local l=$1 b=$2 kc=$3 x=$4; shift 4
+  env "$@" timeout 200 $N bench decode --model synthetic:llama3-8b --bits $b --k-chunk $kc --tokens 256 --prompt 0 $x > $OUT/d.txt 2>&1; echo "== $l bits $b $x rc $?"
+  echo "== $l bits $b $x $*" >> $OUT/h200-bench-decode-exp81-s17.txt
+  cat $OUT/d.txt >> $OUT/h200-bench-decode-exp81-s17.txt
+  grep -E "^k_chunk|^depth|rror|tokens/s" $OUT/d.txt | cut -c1-120
+}
+D="--depth 0,256,512,1024,2048,4096"
+run tc 3 0 "$D"
+run cuda 3 0 "$D" DECDEC_ATTN_KERNEL=cuda
+run "tc from 256" 3 0 "--depth 256" DECDEC_ATTN=256
+run "tc splits 32" 3 0 "--depth 1024,4096" DECDEC_ATTN_SPLITS=32
+run "tc splits 8" 3 0 "--depth 1024,4096" DECDEC_ATTN_SPLITS=8
+run tc 3 4 "--depth 1024,4096"
+run cuda 3 4 "--depth 1024,4096" DECDEC_ATTN_KERNEL=cuda
+run tc 3 0 "$D"
+rm -f $OUT/d.txt
