@@ -548,6 +548,7 @@ impl CudaEngine {
             std::env::var("DECDEC_ATTN").ok().as_deref(),
             attn_kind_knob(),
             env_usize("DECDEC_ATTN_SPLITS"),
+            gpu.smem_optin,
         );
         let mut attn_tiers = Vec::new();
         for (i, &(from, split)) in plan.iter().enumerate() {

@@ -1,7 +1,8 @@
 #!/bin/bash
-# run MA (session 17): experiment 81, the split-KV decode attention on the tensor cores: gpu-test
-# (kernel checks incl. the new tensor-core cases), then decode at depth, tensor cores (default) vs
-# the CUDA-core split kernel (DECDEC_ATTN_KERNEL=cuda), same binary, alternating; split counts.
+# run MA (prepared in session 17, when no GPU was lent): experiment 81, the split-KV decode
+# attention on the tensor cores: gpu-test (kernel checks incl. the 12 tensor-core cases), then
+# decode at depth, the default tiers (CUDA-core split kernel from 512) vs DECDEC_ATTN_KERNEL=tc,
+# same binary, alternating; the tensor-core kernel from 256 and from 0; split counts.
 N=.device/decdec
 timeout 250 $N gpu-test --model models/stories260K --text .device/data/tinystories-sample.txt --ctx 512 --chunks 8 > $OUT/h200-gpu-test-exp81-s17.txt 2>&1; echo "gpu-test rc $?"
 grep -E "FAIL|checks|rror|panic" $OUT/h200-gpu-test-exp81-s17.txt | tail -8 | cut -c1-160
@@ -14,12 +15,16 @@ run() { # label bits k_chunks extra env...
   grep -E "^k_chunk|^depth|rror|tokens/s" $OUT/d.txt | cut -c1-120
 }
 D="--depth 0,256,512,1024,2048,4096"
-run tc 3 0 "$D"
-run cuda 3 0 "$D" DECDEC_ATTN_KERNEL=cuda
-run "tc from 256" 3 0 "--depth 256" DECDEC_ATTN=256
-run "tc splits 32" 3 0 "--depth 1024,4096" DECDEC_ATTN_SPLITS=32
-run "tc splits 8" 3 0 "--depth 1024,4096" DECDEC_ATTN_SPLITS=8
-run tc 3 4 "--depth 1024,4096"
-run cuda 3 4 "--depth 1024,4096" DECDEC_ATTN_KERNEL=cuda
-run tc 3 0 "$D"
+T=DECDEC_ATTN_KERNEL=tc
+run tc 3 0 "$D" $T
+run default 3 0 "$D"
+run "tc from 256" 3 0 "--depth 0,256" $T DECDEC_ATTN=256
+run "tc from 0" 3 0 "--depth 0,256" $T DECDEC_ATTN=split
+run "tc splits 32" 3 0 "--depth 1024,4096" $T DECDEC_ATTN_SPLITS=32
+run "tc splits 8" 3 0 "--depth 1024,4096" $T DECDEC_ATTN_SPLITS=8
+run tc 3 4 "--depth 1024,4096" $T
+run default 3 4 "--depth 1024,4096"
+run tc 3 0 "$D" $T
+run "16-bit tc" 16 0 "--depth 0,4096" $T
+run "16-bit default" 16 0 "--depth 0,4096"
 rm -f $OUT/d.txt

@@ -38,8 +38,10 @@ pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
 /// block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
 /// bytes). (512 also keeps the 512-token perplexity check of `gpu-test` on one kernel: its
 /// compensated token-by-token parity sits at the noise floor of experiment 52.) The tensor-core
-/// split kernel (experiment 81: 64/128-dim heads, GQA groups up to 16) is opt-in until it has
-/// been measured on the GPU; asked for where it does not apply, the CUDA-core kernel runs.
+/// split kernel (experiment 81: 64/128-dim heads, GQA groups up to 16, a device whose blocks may
+/// opt in to `smem_optin` >= ~143 KB of shared memory for 128-dim heads: sm_80 and sm_90, not
+/// sm_86/89) is opt-in until it has been measured on the GPU; asked for where it does not apply,
+/// the CUDA-core kernel runs.
 /// `knob` is `DECDEC_ATTN` (A/B): `single`, `split` (from 0) or N (split from N); `kind`
 /// (`DECDEC_ATTN_KERNEL=cuda|tc`, `DECDEC_ATTN_GB`) and `splits` (0 = automatic) then set the
 /// split kernel's plan. Head dimensions no split kernel takes leave only the first tier.
@@ -49,12 +51,15 @@ pub fn tier_plan(
     knob: Option<&str>,
     kind: Option<SplitKind>,
     splits: usize,
+    smem_optin: usize,
 ) -> Vec<TierSpec> {
     if !SplitAttn::supports(head_dim) {
         return vec![(0, None)];
     }
+    let tc = SplitAttn::supports_tc(head_dim, group)
+        && SplitAttn::tc_smem(head_dim, group) + SPLIT_STATIC_SMEM <= smem_optin;
     let kind = match kind {
-        Some(SplitKind::TensorCores) if !SplitAttn::supports_tc(head_dim, group) => None,
+        Some(SplitKind::TensorCores) if !tc => None,
         k => k,
     };
     match (knob, kind) {
@@ -229,6 +234,13 @@ impl SplitAttn {
             let pmax = split_range(max_seq, splits);
             (splits, 4 * (gb * head_dim * NWARP + gb * pmax))
         };
+        if tensor_cores && smem + SPLIT_STATIC_SMEM > gpu.smem_optin {
+            bail!(
+                "the tensor-core split attention needs {} bytes of shared memory per block for head_dim {head_dim}, this GPU allows {}",
+                smem + SPLIT_STATIC_SMEM,
+                gpu.smem_optin
+            );
+        }
         if smem + SPLIT_STATIC_SMEM > gpu.smem_optin {
             bail!(
                 "max_seq {max_seq} is too long for the decode attention kernel ({smem} bytes of shared memory, {} available)",
@@ -341,6 +353,9 @@ impl SplitAttn {
 mod tests {
     use super::*;
 
+    /// opt-in shared memory per block of sm_90 (H200)
+    const OPTIN: usize = 232_448;
+
     #[test]
     fn tiers_start_at_zero_ascend_and_honour_the_knobs() {
         use SplitKind::{Cuda, TensorCores as Tc};
@@ -349,53 +364,65 @@ mod tests {
             (512, Some((Cuda(1), 0))),
             (1536, Some((Cuda(0), 0))),
         ];
-        assert_eq!(tier_plan(128, 4, None, None, 0), cuda_tiers);
+        assert_eq!(tier_plan(128, 4, None, None, 0, OPTIN), cuda_tiers);
         // MHA: one head per block is already the automatic plan, so two tiers
-        assert_eq!(tier_plan(64, 1, None, None, 0).len(), 2);
+        assert_eq!(tier_plan(64, 1, None, None, 0, OPTIN).len(), 2);
         // the tensor-core kernel when asked for, from 512
         assert_eq!(
-            tier_plan(128, 4, None, Some(Tc), 0),
+            tier_plan(128, 4, None, Some(Tc), 0, OPTIN),
             vec![(0, None), (512, Some((Tc, 0)))]
         );
-        assert_eq!(tier_plan(64, 1, None, Some(Tc), 7)[1], (512, Some((Tc, 7))));
-        // ... and where it does not apply (head_dim, GQA groups over 16), the CUDA-core tiers
-        assert_eq!(tier_plan(96, 4, None, Some(Tc), 0), cuda_tiers);
-        assert_eq!(tier_plan(128, 32, None, Some(Tc), 0), cuda_tiers);
         assert_eq!(
-            tier_plan(96, 4, Some("split"), Some(Tc), 0),
+            tier_plan(64, 1, None, Some(Tc), 7, OPTIN)[1],
+            (512, Some((Tc, 7)))
+        );
+        // ... and where it does not apply (head_dim, GQA groups over 16), the CUDA-core tiers
+        assert_eq!(tier_plan(96, 4, None, Some(Tc), 0, OPTIN), cuda_tiers);
+        assert_eq!(tier_plan(128, 32, None, Some(Tc), 0, OPTIN), cuda_tiers);
+        assert_eq!(
+            tier_plan(96, 4, Some("split"), Some(Tc), 0, OPTIN),
             vec![(0, Some((Cuda(0), 0)))]
         );
         for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
             for kind in [None, Some(Cuda(2)), Some(Tc)] {
-                let t = tier_plan(128, 4, knob, kind, 9);
+                let t = tier_plan(128, 4, knob, kind, 9, OPTIN);
                 assert_eq!(t[0].0, 0, "{knob:?}");
                 assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{knob:?}");
             }
         }
-        assert_eq!(tier_plan(128, 4, Some("single"), None, 0), vec![(0, None)]);
         assert_eq!(
-            tier_plan(128, 4, Some("split"), Some(Cuda(2)), 9),
+            tier_plan(128, 4, Some("single"), None, 0, OPTIN),
+            vec![(0, None)]
+        );
+        assert_eq!(
+            tier_plan(128, 4, Some("split"), Some(Cuda(2)), 9, OPTIN),
             vec![(0, Some((Cuda(2), 9)))]
         );
         assert_eq!(
-            tier_plan(128, 4, Some("700"), Some(Cuda(0)), 0)[1],
+            tier_plan(128, 4, Some("700"), Some(Cuda(0)), 0, OPTIN)[1],
             (700, Some((Cuda(0), 0)))
         );
         assert_eq!(
-            tier_plan(128, 4, Some("256"), Some(Tc), 0)[1],
+            tier_plan(128, 4, Some("256"), Some(Tc), 0, OPTIN)[1],
             (256, Some((Tc, 0)))
         );
         assert_eq!(
-            tier_plan(128, 4, Some("256"), None, 0)[1],
+            tier_plan(128, 4, Some("256"), None, 0, OPTIN)[1],
             (256, Some((Cuda(0), 0)))
         );
+        // devices whose blocks cannot hold its rings (sm_86/89: ~99 KB) keep the CUDA-core tiers
+        assert_eq!(tier_plan(128, 4, None, Some(Tc), 0, 101_376), cuda_tiers);
+        assert_eq!(
+            tier_plan(64, 4, None, Some(Tc), 0, 101_376)[1].1,
+            Some((Tc, 0))
+        );
         // head dimensions no split kernel takes keep the one-block kernel only
-        assert_eq!(tier_plan(20, 4, None, None, 0), vec![(0, None)]);
+        assert_eq!(tier_plan(20, 4, None, None, 0, OPTIN), vec![(0, None)]);
     }
 
     #[test]
     fn a_tier_ends_where_the_next_starts_or_at_the_cache_length() {
-        let plan = tier_plan(128, 4, None, None, 0);
+        let plan = tier_plan(128, 4, None, None, 0, OPTIN);
         let starts: Vec<usize> = plan.iter().map(|t| t.0).collect();
         assert_eq!(starts, vec![0, 512, 1536]);
         assert_eq!(tier_end(&plan, 0, 8192), 512);
