@@ -756,17 +756,22 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
     const int ntile = (cnt + 15) / 16;
     T* wring = ring + warp * ATTN_TC_STAGES * 2 * TILE_E;
     const u32 wring_s = smem_addr(wring);
-    // tile ti (local positions 16 ti ..) into stage st: lane copies pieces lane, lane + 32, ...
+    // tile ti (local positions 16 ti ..) into stage st: lane copies piece lane % CPR of rows
+    // lane / CPR + RSTEP u of K and of V (zero-filled past the range)
     auto issue = [&](int ti, int st) {
         if (ti < ntile) {
+            constexpr int RSTEP = 32 / CPR;  // rows per pass of the warp
+            const int r0 = lane / CPR, c = lane % CPR;
+            const size_t rs = (size_t)nkv * HD;  // elements from one position to the next
+            const size_t off0 = ((size_t)(lo + 16 * ti + r0) * nkv + kvh) * HD + 8 * c;
+            const u32 d0 = wring_s + 2 * (st * 2 * TILE_E + r0 * LD + 8 * c);
 #pragma unroll
-            for (int u = 0; u < 2 * 16 * CPR / 32; u++) {
-                const int idx = lane + 32 * u;
-                const int kvsel = idx / (16 * CPR), r = (idx / CPR) % 16, c = idx % CPR;
-                const int jj = 16 * ti + r;
-                const T* src = (kvsel ? vc : kc) + ((size_t)(lo + min(jj, cnt - 1)) * nkv + kvh) * HD + 8 * c;
-                cp_async16_cg_zfill_s(wring_s + 2 * ((st * 2 + kvsel) * TILE_E + r * LD + 8 * c), src,
-                                      jj < cnt ? 16 : 0);
+            for (int u = 0; u < 16 / RSTEP; u++) {
+                const bool ok = 16 * ti + r0 + RSTEP * u < cnt;
+                const size_t off = off0 + (size_t)(RSTEP * u) * rs;
+                const u32 d = d0 + 2 * RSTEP * u * LD;
+                cp_async16_cg_zfill_s(d, ok ? kc + off : kc, ok ? 16 : 0);
+                cp_async16_cg_zfill_s(d + 2 * TILE_E, ok ? vc + off : vc, ok ? 16 : 0);
             }
         }
         cp_async_commit();
