@@ -705,6 +705,58 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
 ATTN_SPLIT_ENTRY(attn_split_decode_f16, __half)
 ATTN_SPLIT_ENTRY(attn_split_decode_bf16, __nv_bfloat16)
 
+// One step of the tensor-core attentions' online softmax and P V (attn_split_tc, pf_attn_tc):
+// s holds NT 8-position tiles of scaled, masked scores as mma accumulators (rows g and g + 8 of
+// the lane's quad), mx their per-lane row maxima; m, l, o are the running max, sum of exponentials
+// and output of the two rows; V rows of the NT * 8 positions at vs (stride LD elements).
+template <typename T, int HD, int NT, int LD>
+__device__ __forceinline__ void tc_softmax_pv(float (&s)[NT][4], float (&mx)[2], float (&m)[2], float (&l)[2],
+                                              float (&o)[HD / 8][4], const T* vs, int lane) {
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float mn = fmaxf(m[r], mx[r]);
+        corr[r] = expf(m[r] - mn);
+        m[r] = mn;
+        l[r] *= corr[r];
+    }
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) {
+        o[dn][0] *= corr[0];
+        o[dn][1] *= corr[0];
+        o[dn][2] *= corr[1];
+        o[dn][3] *= corr[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[nt][e] = expf(s[nt][e] - m[e >> 1]);  // masked: exp(-inf) = 0
+            l[e >> 1] += s[nt][e];
+        }
+    }
+    // O += P V, 16 positions per step: P's A fragments come straight from the S accumulators
+#pragma unroll
+    for (int kp = 0; kp < NT / 2; kp++) {
+        u32 ah[4], al[4];
+        split_pair<T>(s[2 * kp][0], s[2 * kp][1], ah[0], al[0]);
+        split_pair<T>(s[2 * kp][2], s[2 * kp][3], ah[1], al[1]);
+        split_pair<T>(s[2 * kp + 1][0], s[2 * kp + 1][1], ah[2], al[2]);
+        split_pair<T>(s[2 * kp + 1][2], s[2 * kp + 1][3], ah[3], al[3]);
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn += 2) {
+            u32 b0, b1, b2, b3;  // B fragments of dim tiles dn, dn + 1 (V transposed by ldmatrix)
+            ldsm_x4_trans(b0, b1, b2, b3, vs + (16 * kp + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dn + (lane >> 4) * 8);
+            mma16816<T>(o[dn], ah[0], ah[1], ah[2], ah[3], b0, b1);
+            mma16816<T>(o[dn], al[0], al[1], al[2], al[3], b0, b1);
+            mma16816<T>(o[dn + 1], ah[0], ah[1], ah[2], ah[3], b2, b3);
+            mma16816<T>(o[dn + 1], al[0], al[1], al[2], al[3], b2, b3);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Split-KV decode attention on the tensor cores (experiment 81), head_dim HD in {64, 128}, GQA
 // group G = nh / nkv <= 16: block b = kvh * S + s takes all G query heads of kv head kvh (each K/V
@@ -821,46 +873,7 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
                 mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }
         }
-        float corr[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mn = fmaxf(m[r], mx[r]);
-            corr[r] = expf(m[r] - mn);
-            m[r] = mn;
-            l[r] *= corr[r];
-        }
-#pragma unroll
-        for (int dn = 0; dn < HD / 8; dn++) {
-            o[dn][0] *= corr[0];
-            o[dn][1] *= corr[0];
-            o[dn][2] *= corr[1];
-            o[dn][3] *= corr[1];
-        }
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                sc[nt][e] = expf(sc[nt][e] - m[e >> 1]);  // masked: exp(-inf) = 0
-                l[e >> 1] += sc[nt][e];
-            }
-        }
-        // O += P V: P's A fragments straight from the S accumulators
-        u32 ah[4], al[4];
-        split_pair<T>(sc[0][0], sc[0][1], ah[0], al[0]);
-        split_pair<T>(sc[0][2], sc[0][3], ah[1], al[1]);
-        split_pair<T>(sc[1][0], sc[1][1], ah[2], al[2]);
-        split_pair<T>(sc[1][2], sc[1][3], ah[3], al[3]);
-#pragma unroll
-        for (int dn = 0; dn < HD / 8; dn += 2) {
-            u32 b0, b1, b2, b3;  // B fragments of dim tiles dn, dn + 1 (V transposed by ldmatrix)
-            ldsm_x4_trans(b0, b1, b2, b3, vs + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dn + (lane >> 4) * 8);
-            mma16816<T>(o[dn], ah[0], ah[1], ah[2], ah[3], b0, b1);
-            mma16816<T>(o[dn], al[0], al[1], al[2], al[3], b0, b1);
-            mma16816<T>(o[dn + 1], ah[0], ah[1], ah[2], ah[3], b2, b3);
-            mma16816<T>(o[dn + 1], al[0], al[1], al[2], al[3], b2, b3);
-        }
+        tc_softmax_pv<T, HD, 2, LD>(sc, mx, m, l, o, vs, lane);
         __syncwarp();  // every lane has read the stage before it is refilled
         st = st + 1 == ATTN_TC_STAGES ? 0 : st + 1;
     }
@@ -918,11 +931,12 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
     }, ml, G, kvh * G, kvh, s, S, A, nh, HD, out, out32, part, grp_cnt, sa, chunk_cnt);
 }
 
+// (the same parameters as attn_split_decode; heads per block, the last, is the GQA group here)
 #define ATTN_SPLIT_TC_ENTRY(NAME, T, HD)                                                                            \
     extern "C" __global__ void __launch_bounds__(OPS_THREADS) NAME(const T* q, const T* kc, const T* vc, T* out,     \
                                                                    float* o32, const int* p, int nh, int nkv, int hd, \
                                                                    float scale, SelArgs sa, int* cnt, float* part,  \
-                                                                   int* gcnt, int S) {                              \
+                                                                   int* gcnt, int S, int) {                         \
         attn_split_tc<T, HD>(q, kc, vc, out, o32, p, nh, nkv, scale, sa, cnt, part, gcnt, S);                      \
     }
 ATTN_SPLIT_TC_ENTRY(attn_split_tc64_f16, __half, 64)
@@ -1395,49 +1409,7 @@ __device__ void pf_attn_tc(const T* qkv, const T* kc, const T* vc, T* out, float
                 mx[r] = fmaxf(mx[r], v);
             }
         }
-        float corr[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mn = fmaxf(m[r], mx[r]);
-            corr[r] = expf(m[r] - mn);
-            m[r] = mn;
-            l[r] *= corr[r];
-        }
-#pragma unroll
-        for (int dn = 0; dn < HD / 8; dn++) {
-            o[dn][0] *= corr[0];
-            o[dn][1] *= corr[0];
-            o[dn][2] *= corr[1];
-            o[dn][3] *= corr[1];
-        }
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[nt][e] = expf(s[nt][e] - m[e >> 1]);  // masked: exp(-inf) = 0
-                l[e >> 1] += s[nt][e];
-            }
-        }
-        // O += P V, 16 positions per step: P's A fragments come straight from the S accumulators
-#pragma unroll
-        for (int kp = 0; kp < 4; kp++) {
-            u32 ah[4], al[4];
-            split_pair<T>(s[2 * kp][0], s[2 * kp][1], ah[0], al[0]);
-            split_pair<T>(s[2 * kp][2], s[2 * kp][3], ah[1], al[1]);
-            split_pair<T>(s[2 * kp + 1][0], s[2 * kp + 1][1], ah[2], al[2]);
-            split_pair<T>(s[2 * kp + 1][2], s[2 * kp + 1][3], ah[3], al[3]);
-#pragma unroll
-            for (int dn = 0; dn < HD / 8; dn += 2) {
-                u32 b0, b1, b2, b3;  // B fragments of dim tiles dn, dn + 1 (V transposed by ldmatrix)
-                ldsm_x4_trans(b0, b1, b2, b3, vs + (16 * kp + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dn + (lane >> 4) * 8);
-                mma16816<T>(o[dn], ah[0], ah[1], ah[2], ah[3], b0, b1);
-                mma16816<T>(o[dn], al[0], al[1], al[2], al[3], b0, b1);
-                mma16816<T>(o[dn + 1], ah[0], ah[1], ah[2], ah[3], b2, b3);
-                mma16816<T>(o[dn + 1], al[0], al[1], al[2], al[3], b2, b3);
-            }
-        }
+        tc_softmax_pv<T, HD, 8, LD>(s, mx, m, l, o, vs, lane);
     }
     if (!wlive) return;
     const int dim = nh * HD;

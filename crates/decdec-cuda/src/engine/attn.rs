@@ -296,35 +296,14 @@ impl SplitAttn {
     ) -> Result<()> {
         let (nh, nkv, hd) = dims;
         let (s, gb) = (self.splits as i32, self.heads_per_block as i32);
-        let grid = (self.head_groups * self.splits) as u32;
-        if self.tensor_cores {
-            return gpu.launch(
-                &format!("attn_split_tc{hd}_{sfx}"),
-                grid,
-                THREADS,
-                self.smem,
-                kargs![
-                    &q,
-                    &kc,
-                    &vc,
-                    &out,
-                    &out32,
-                    &pos_p,
-                    &nh,
-                    &nkv,
-                    &hd,
-                    &scale,
-                    sa,
-                    &chunk_cnt,
-                    &self.part.ptr,
-                    &self.grp_cnt.ptr,
-                    &s
-                ],
-            );
-        }
+        let kernel = if self.tensor_cores {
+            format!("attn_split_tc{hd}_{sfx}")
+        } else {
+            format!("attn_split_decode_{sfx}")
+        };
         gpu.launch(
-            &format!("attn_split_decode_{sfx}"),
-            grid,
+            &kernel,
+            (self.head_groups * self.splits) as u32,
             THREADS,
             self.smem,
             kargs![
