@@ -420,6 +420,8 @@ extern "C" __global__ void __launch_bounds__(OPS_THREADS) attn_rope_decode_bf16(
 #endif
 
 __device__ __forceinline__ int attn_split_range(int n, int S) { return max(ATTN_PMIN, ((n + S - 1) / S + 31) & ~31); }
+// the tensor-core kernel's ranges: whole 16-position tiles
+__device__ __forceinline__ int attn_tc_range(int n, int S) { return max(16, ((n + S - 1) / S + 15) & ~15); }
 
 // max (or sum) over the block of GB values per thread, all GB at once; every thread gets the
 // results (fixed order: warp shuffles, then warps 0..7)
@@ -470,13 +472,35 @@ __device__ __forceinline__ void attn_prefetch_rows(const T* kc, const T* vc, int
     }
 }
 
+// The start of split s of S (either split kernel; TC: the tensor-core kernel's ranges): L2 prefetch
+// of its rows below the position read before the PDL wait (a guess, maybe the last step's: rows
+// of earlier steps are final), the wait, then its range [lo, lo + cnt) of the n = pos + 1
+// positions (ranges of P) and the number A of active splits; false when this split has none.
+template <bool TC, typename T>
+__device__ __forceinline__ bool attn_split_begin(const T* kc, const T* vc, const int* pos_p, int s, int S, int nkv,
+                                                 int kvh, int hd, int& P, int& lo, int& cnt, int& A) {
+    {
+        const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
+        const int P_pre = TC ? attn_tc_range(n_pre, S) : attn_split_range(n_pre, S);
+        attn_prefetch_rows(kc, vc, s * P_pre, min(n_pre, s * P_pre + P_pre), nkv, kvh, hd);
+    }
+    pdl_wait();
+    const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
+    P = TC ? attn_tc_range(n, S) : attn_split_range(n, S);
+    A = (n + P - 1) / P;
+    if (s >= A) return false;
+    lo = s * P;
+    cnt = min(n, lo + P) - lo;
+    return true;
+}
+
 // The end of a split-KV attention block (both split kernels): y_of(e) is the block's unnormalized
 // output element e of its GB heads [GB][hd] (heads h0..h0+GB-1 of head group w), ml[2g], ml[2g+1]
 // head g's max and sum of exponentials. With one active split (A == 1) the block writes the output;
 // otherwise it writes its part record and the last split of the head group to arrive merges the A
 // records in split order, then takes its share of the o projection's selection.
-template <typename T, typename Y>
-__device__ void attn_split_finish(Y y_of, const float* ml, int GB, int h0, int w, int s, int S, int A, int nh,
+template <typename T, typename F>
+__device__ void attn_split_finish(F y_of, const float* ml, int GB, int h0, int w, int s, int S, int A, int nh,
                                   int hd, T* out, float* out32, float* part, int* grp_cnt, const SelArgs& sa,
                                   int* chunk_cnt) {
     const int rec = hd + 2;  // part record: max, sum, output[hd]
@@ -538,19 +562,8 @@ __device__ void attn_split(const T* q, const T* kc, const T* vc, T* out, float* 
     const int w = blockIdx.x / S, s = blockIdx.x % S;
     const int kvh = w / HG, h0 = w * GB;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    // Before the wait: L2 prefetch of this split's K and V rows below the position read now (rows
-    // of earlier steps are final; the position may still be the last step's: a guess).
-    {
-        const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
-        const int P_pre = attn_split_range(n_pre, S);
-        attn_prefetch_rows(kc, vc, s * P_pre, min(n_pre, s * P_pre + P_pre), nkv, kvh, hd);
-    }
-    pdl_wait();
-    const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
-    const int P = attn_split_range(n, S);
-    const int A = (n + P - 1) / P;
-    if (s >= A) return;
-    const int lo = s * P, cnt = min(n, lo + P) - lo;
+    int P, lo, cnt, A;
+    if (!attn_split_begin<false>(kc, vc, pos_p, s, S, nkv, kvh, hd, P, lo, cnt, A)) return;
     float* pw = smem;                      // [NWARP_ATTN][GB][hd]
     float* sc = pw + NWARP_ATTN * GB * hd; // [GB][P]
     // Rows are read as 16-byte pieces, LP lanes per row (a power of two >= hd / 8), so a warp
@@ -777,7 +790,6 @@ __device__ __forceinline__ void tc_softmax_pv(float (&s)[NT][4], float (&mx)[2],
 #ifndef ATTN_TC_STAGES
 #define ATTN_TC_STAGES 2
 #endif
-__device__ __forceinline__ int attn_tc_range(int n, int S) { return max(16, ((n + S - 1) / S + 15) & ~15); }
 
 template <typename T, int HD>
 __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
@@ -794,17 +806,8 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
     const int G = nh / nkv;
     const int kvh = blockIdx.x / S, s = blockIdx.x % S;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    {
-        const int n_pre = *reinterpret_cast<const volatile int*>(pos_p);
-        const int P_pre = attn_tc_range(n_pre, S);
-        attn_prefetch_rows(kc, vc, s * P_pre, min(n_pre, s * P_pre + P_pre), nkv, kvh, HD);
-    }
-    pdl_wait();
-    const int n = *reinterpret_cast<const volatile int*>(pos_p) + 1;
-    const int P = attn_tc_range(n, S);
-    const int A = (n + P - 1) / P;
-    if (s >= A) return;
-    const int lo = s * P, cnt = min(n, lo + P) - lo;
+    int P, lo, cnt, A;
+    if (!attn_split_begin<true>(kc, vc, pos_p, s, S, nkv, kvh, HD, P, lo, cnt, A)) return;
     const int ntile = (cnt + 15) / 16;
     T* wring = ring + warp * ATTN_TC_STAGES * 2 * TILE_E;
     const u32 wring_s = smem_addr(wring);
