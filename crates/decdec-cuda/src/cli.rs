@@ -246,6 +246,8 @@ pub struct DecodeRow {
     pub slowdown_vs_no_dec: Option<f64>,
     /// prompt tokens per second of the batched prefill (`--prompt` tokens, logits of the last)
     pub prefill_tokens_per_s: Option<f64>,
+    /// the decode attention kernels of the measured positions (`CudaEngine::attention_kernels`)
+    pub attention: String,
 }
 
 /// `n` token ids spread over the vocabulary: the prompts and contexts of `bench decode`.
@@ -365,9 +367,10 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
                 residual_kb_per_token: engine.residual_bytes_per_step() as f64 / 1024.0,
                 slowdown_vs_no_dec: base_tps.get(&depth).map(|b| b / tps),
                 prefill_tokens_per_s: prefill_tps,
+                attention: engine.attention_kernels(depth, depth + a.tokens),
             };
             println!(
-                "k_chunk {:>3}{}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}{}",
+                "k_chunk {:>3}{}: {:>8.1} tokens/s  {:>7.3} ms/token  {:>6.0} GB/s weights  {:>7.0} KB residual/token{}{}  attention {}",
                 k,
                 if depth > 0 {
                     format!(" depth {depth:>6}")
@@ -381,7 +384,8 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
                 row.slowdown_vs_no_dec.map(|s| format!("  x{s:.3} vs no DEC")).unwrap_or_default(),
                 row.prefill_tokens_per_s
                     .map(|p| format!("  prefill {p:.0} tokens/s ({} prompt tokens)", a.prompt))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                row.attention
             );
             rows.push(row);
         }

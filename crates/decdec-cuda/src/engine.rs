@@ -1025,6 +1025,18 @@ impl CudaEngine {
         Ok(())
     }
 
+    /// The decode attention kernels that serve positions `from..to` (`bench decode` rows): the
+    /// tiers' kernels joined by `+` (`one-block`, `split-cuda(heads/block)xS`, `split-tcxS`).
+    pub fn attention_kernels(&self, from: usize, to: usize) -> String {
+        attn::tiers_serving(&self.attn_tiers, from, to, self.opts.max_seq)
+            .map(|i| match &self.attn_tiers[i].1 {
+                None => "one-block".to_string(),
+                Some(sp) => sp.label(),
+            })
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
     /// Which captured step (attention tier) runs at position `pos`.
     fn graph_slot(&self, pos: usize) -> usize {
         self.attn_tiers

@@ -32,6 +32,17 @@ pub fn tier_end<T>(tiers: &[(usize, T)], i: usize, max_seq: usize) -> usize {
     tiers.get(i + 1).map_or(max_seq, |t| t.0.min(max_seq))
 }
 
+/// Indices of the tiers that serve some position of `from..to` (at least position `from`).
+pub fn tiers_serving<T>(
+    tiers: &[(usize, T)],
+    from: usize,
+    to: usize,
+    max_seq: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    let to = to.min(max_seq).max(from + 1);
+    (0..tiers.len()).filter(move |&i| tiers[i].0 < to && tier_end(tiers, i, max_seq) > from)
+}
+
 /// The tiers for a model (ascending `from`, the first from 0). Default, from the H200 measurements
 /// of experiments 53 and 80: one block per head below 512 positions (since experiments 76/78 the
 /// split kernel from 256 is 7% slower there), the CUDA-core split kernel with one query head per
@@ -258,6 +269,15 @@ impl SplitAttn {
         })
     }
 
+    /// Short name of the kernel and its plan: `split-tcxS` or `split-cuda(heads per block)xS`.
+    pub fn label(&self) -> String {
+        if self.tensor_cores {
+            format!("split-tcx{}", self.splits)
+        } else {
+            format!("split-cuda({})x{}", self.heads_per_block, self.splits)
+        }
+    }
+
     /// Positions per split for a context of `n` positions.
     pub fn range(&self, n: usize) -> usize {
         if self.tensor_cores {
@@ -407,6 +427,15 @@ mod tests {
         assert_eq!(tier_end(&plan, 0, 8192), 512);
         assert_eq!(tier_end(&plan, 1, 8192), 1536);
         assert_eq!(tier_end(&plan, 2, 8192), 8192);
+        // the tiers a run of positions crosses
+        let serving = |a, b, m| tiers_serving(&plan, a, b, m).collect::<Vec<_>>();
+        assert_eq!(serving(0, 256, 8192), vec![0]);
+        assert_eq!(serving(256, 512, 8192), vec![0]);
+        assert_eq!(serving(256, 513, 8192), vec![0, 1]);
+        assert_eq!(serving(1024, 1280, 8192), vec![1]);
+        assert_eq!(serving(0, 8192, 8192), vec![0, 1, 2]);
+        assert_eq!(serving(4096, 4096, 8192), vec![2]);
+        assert_eq!(serving(300, 9000, 1000), vec![0, 1]);
         // a cache shorter than a later tier's start ends every tier there
         assert_eq!(tier_end(&plan, 0, 300), 300);
         assert_eq!(tier_end(&plan, 1, 1000), 1000);
