@@ -12,7 +12,7 @@ run() { # label bits k_chunks extra env...
   env "$@" timeout 200 $N bench decode --model synthetic:llama3-8b --bits $b --k-chunk $kc --tokens 256 --prompt 0 $x > $OUT/d.txt 2>&1; echo "== $l bits $b $x rc $?"
   echo "== $l bits $b $x $*" >> $OUT/h200-bench-decode-exp81-s17.txt
   cat $OUT/d.txt >> $OUT/h200-bench-decode-exp81-s17.txt
-  grep -E "^k_chunk|^depth|rror|tokens/s" $OUT/d.txt | cut -c1-120
+  grep -E "^k_chunk|rror" $OUT/d.txt | sed -E "s/ +/ /g" | cut -c1-220
 }
 D="--depth 0,256,512,1024,2048,4096"
 T=DECDEC_ATTN_KERNEL=tc
