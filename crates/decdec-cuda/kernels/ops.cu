@@ -791,10 +791,16 @@ __device__ __forceinline__ void tc_softmax_pv(float (&s)[NT][4], float (&mx)[2],
 #define ATTN_TC_STAGES 2
 #endif
 
-template <typename T, int HD>
-__device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, float* out32, const int* pos_p, int nh,
-                              int nkv, float scale, const SelArgs& sa, int* chunk_cnt, float* part, int* grp_cnt,
-                              int S) {
+// ROPE (the decode step's default for this kernel): q is the fused qkv output before RoPE; every
+// block rotates its G query heads in registers (the frequencies' sines and cosines computed before
+// the PDL wait at the position read then, again after it if that was the previous step's), and the
+// last split, whose range holds this step's position, rotates this kv head's k, appends k and v
+// to the caches and only then loads its tiles: rope_kv's work without its launch (experiment 78
+// did the same in the one-block kernel), with rope_kv_at's rounding, bit for bit.
+template <typename T, int HD, bool ROPE>
+__device__ void attn_split_tc(const T* q, T* kc, T* vc, T* out, float* out32, const int* pos_p, int nh, int nkv,
+                              float scale, const SelArgs& sa, int* chunk_cnt, float* part, int* grp_cnt, int S,
+                              const float* inv_freq) {
     pdl_launch_dependents();
     constexpr int LD = HD + 8;              // shared row stride (elements): ldmatrix rows spread over the banks
     constexpr int TILE_E = 16 * LD;         // elements of one 16-row K (or V) tile
@@ -806,8 +812,40 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
     const int G = nh / nkv;
     const int kvh = blockIdx.x / S, s = blockIdx.x % S;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    // RoPE: the sines and cosines of the HD / 2 frequencies at this step's position, in shared
+    // memory (one sincosf per thread, computed before the PDL wait at the position read then and
+    // again after it if that was the previous step's)
+    __shared__ float rsn[ROPE ? HD / 2 : 1], rcs[ROPE ? HD / 2 : 1];
+    int pos_g = 0;
+    if constexpr (ROPE) {
+        pos_g = *reinterpret_cast<const volatile int*>(pos_p);
+        for (int i = threadIdx.x; i < HD / 2; i += blockDim.x) rope_sincos(pos_g, inv_freq[i], rsn[i], rcs[i]);
+    }
     int P, lo, cnt, A;
     if (!attn_split_begin<true>(kc, vc, pos_p, s, S, nkv, kvh, HD, P, lo, cnt, A)) return;
+    if constexpr (ROPE) {
+        const int pos = *reinterpret_cast<const volatile int*>(pos_p);
+        if (pos != pos_g) {
+            __syncthreads();
+            for (int i = threadIdx.x; i < HD / 2; i += blockDim.x) rope_sincos(pos, inv_freq[i], rsn[i], rcs[i]);
+        }
+        __syncthreads();
+        if (s == A - 1) {
+            // this step's k (rotated) and v of kv head kvh into the caches, before any tile load
+            const T* kq = q + (size_t)(nh + kvh) * HD;
+            const T* vq = q + (size_t)(nh + nkv + kvh) * HD;
+            T* kd = kc + ((size_t)pos * nkv + kvh) * HD;
+            T* vd = vc + ((size_t)pos * nkv + kvh) * HD;
+            for (int i = threadIdx.x; i < HD / 2; i += blockDim.x) {
+                float r0, r1;
+                rope_rotate(Dt<T>::to_f(kq[i]), Dt<T>::to_f(kq[i + HD / 2]), rsn[i], rcs[i], r0, r1);
+                kd[i] = Dt<T>::from_f(r0);
+                kd[i + HD / 2] = Dt<T>::from_f(r1);
+            }
+            for (int i = threadIdx.x; i < HD; i += blockDim.x) vd[i] = vq[i];
+            __syncthreads();
+        }
+    }
     const int ntile = (cnt + 15) / 16;
     T* wring = ring + warp * ATTN_TC_STAGES * 2 * TILE_E;
     const u32 wring_s = smem_addr(wring);
@@ -839,6 +877,27 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
         for (int i = 0; i < 4; i++) {
             const int row = g + 8 * (i & 1), col = 16 * kk + 2 * t + 8 * (i >> 1);
             qa[kk][i] = row < G ? *reinterpret_cast<const u32*>(q + (size_t)(kvh * G + row) * HD + col) : 0u;
+        }
+    }
+    if constexpr (ROPE) {
+        // the lane's columns 16 kk + 2 t + 8 h + e of the first half pair with those HD / 2
+        // further: the same slot of k-step kk + HD / 32
+        constexpr int RK = HD / 32;
+#pragma unroll
+        for (int kk = 0; kk < RK; kk++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const T* x0 = reinterpret_cast<const T*>(&qa[kk][i]);
+                const T* x1 = reinterpret_cast<const T*>(&qa[kk + RK][i]);
+                float o0[2], o1[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int c = 16 * kk + 2 * t + 8 * (i >> 1) + e;
+                    rope_rotate(Dt<T>::to_f(x0[e]), Dt<T>::to_f(x1[e]), rsn[c], rcs[c], o0[e], o1[e]);
+                }
+                qa[kk][i] = pack_pair<T>(o0[0], o0[1]);
+                qa[kk + RK][i] = pack_pair<T>(o1[0], o1[1]);
+            }
         }
     }
 #pragma unroll
@@ -934,18 +993,23 @@ __device__ void attn_split_tc(const T* q, const T* kc, const T* vc, T* out, floa
     }, ml, G, kvh * G, kvh, s, S, A, nh, HD, out, out32, part, grp_cnt, sa, chunk_cnt);
 }
 
-// (the same parameters as attn_split_decode; heads per block, the last, is the GQA group here)
-#define ATTN_SPLIT_TC_ENTRY(NAME, T, HD)                                                                            \
-    extern "C" __global__ void __launch_bounds__(OPS_THREADS) NAME(const T* q, const T* kc, const T* vc, T* out,     \
-                                                                   float* o32, const int* p, int nh, int nkv, int hd, \
-                                                                   float scale, SelArgs sa, int* cnt, float* part,  \
-                                                                   int* gcnt, int S, int) {                         \
-        attn_split_tc<T, HD>(q, kc, vc, out, o32, p, nh, nkv, scale, sa, cnt, part, gcnt, S);                      \
+// (the same parameters as attn_split_decode, whose last, heads per block, is the GQA group here;
+// with ROPE q is the fused qkv output before RoPE and the frequencies follow)
+#define ATTN_SPLIT_TC_ENTRY(NAME, T, HD, ROPE)                                                                     \
+    extern "C" __global__ void __launch_bounds__(OPS_THREADS) NAME(const T* q, T* kc, T* vc, T* out, float* o32,     \
+                                                                   const int* p, int nh, int nkv, int hd,          \
+                                                                   float scale, SelArgs sa, int* cnt, float* part, \
+                                                                   int* gcnt, int S, int, const float* f) {        \
+        attn_split_tc<T, HD, ROPE>(q, kc, vc, out, o32, p, nh, nkv, scale, sa, cnt, part, gcnt, S, f);             \
     }
-ATTN_SPLIT_TC_ENTRY(attn_split_tc64_f16, __half, 64)
-ATTN_SPLIT_TC_ENTRY(attn_split_tc128_f16, __half, 128)
-ATTN_SPLIT_TC_ENTRY(attn_split_tc64_bf16, __nv_bfloat16, 64)
-ATTN_SPLIT_TC_ENTRY(attn_split_tc128_bf16, __nv_bfloat16, 128)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc64_f16, __half, 64, false)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc128_f16, __half, 128, false)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc64_bf16, __nv_bfloat16, 64, false)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc128_bf16, __nv_bfloat16, 128, false)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc64_f16, __half, 64, true)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc128_f16, __half, 128, true)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc64_bf16, __nv_bfloat16, 64, true)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc128_bf16, __nv_bfloat16, 128, true)
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)
 template <typename T> __device__ void silu_mul(const T* gu, T* out, float* out32, int f) {

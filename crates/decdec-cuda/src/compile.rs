@@ -47,7 +47,8 @@ pub fn kernel_names(name: &str) -> Vec<String> {
         let is_entry = (l.starts_with("GEMV_ENTRY")
             || l.starts_with("DEQUANT_ENTRY")
             || l.starts_with("PF_ATTN_TC_ENTRY")
-            || l.starts_with("ATTN_SPLIT_ENTRY"))
+            || l.starts_with("ATTN_SPLIT_ENTRY")
+            || l.starts_with("ATTN_SPLIT_TC_ENTRY"))
             && l.split('(').next().is_some_and(|m| {
                 m.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')

@@ -206,7 +206,8 @@ fn attn_kind_knob() -> Option<attn::SplitKind> {
 }
 
 /// `DECDEC_ROPE_LAUNCH=1`: RoPE and the KV append in their own launch (`rope_kv`) before the
-/// one-block attention too, as before experiment 78 (A/B knob).
+/// one-block attention and the tensor-core split kernel too, as before experiments 78 and 81
+/// (A/B knob).
 fn rope_launch() -> bool {
     std::env::var_os("DECDEC_ROPE_LAUNCH").is_some()
 }
@@ -837,11 +838,16 @@ impl CudaEngine {
         let scale = 1.0 / (d.head_dim as f32).sqrt();
         let hid = d.hidden as i32;
         let inter = d.inter as i32;
-        // the one-block attention applies RoPE and appends to the KV cache itself (experiment
-        // 78); the split kernel's tiers keep the rope_kv launch. The one-block kernel's
-        // shared-memory plan is its tier's, the same for every layer.
+        // the one-block attention and the tensor-core split kernel apply RoPE and append to the
+        // KV cache themselves (experiments 78, 81); the CUDA-core split kernel's tiers keep the
+        // rope_kv launch. The one-block kernel's shared-memory plan is its tier's, the same for
+        // every layer.
         let single = self.attn_tiers[tier].1.is_none();
-        let fuse_rope = single && !rope_launch();
+        let fuse_rope = !rope_launch()
+            && self.attn_tiers[tier]
+                .1
+                .as_ref()
+                .is_none_or(|sp| sp.fuses_rope());
         let (vcap, attn_smem) = if single {
             attn::single_plan(d.head_dim, self.tier_upto(tier), g.smem_optin, attn_vrows())?
         } else {
@@ -893,6 +899,7 @@ impl CudaEngine {
                         scale,
                         &sargs_o,
                         self.attn_cnt.ptr,
+                        fuse_rope.then_some(self.inv_freq.ptr),
                     )?;
                 }
             } else if attn_on {

@@ -46,5 +46,8 @@ fn kernel_names_are_found_in_sources() {
     let ops = compile::kernel_names("ops");
     assert!(ops.iter().any(|k| k == "rmsnorm_f16"));
     assert!(ops.iter().any(|k| k == "argmax_f32"));
+    for k in ["attn_split_tc128_bf16", "attn_rope_split_tc64_f16"] {
+        assert!(ops.iter().any(|n| n == k), "{k}");
+    }
     assert!(!ops.iter().any(|k| k.contains('(') || k.is_empty()));
 }

@@ -22,6 +22,7 @@ run "tc from 256" 3 0 "--depth 0,256" $T DECDEC_ATTN=256
 run "tc from 0" 3 0 "--depth 0,256" $T DECDEC_ATTN=split
 run "tc splits 32" 3 0 "--depth 1024,4096" $T DECDEC_ATTN_SPLITS=32
 run "tc splits 8" 3 0 "--depth 1024,4096" $T DECDEC_ATTN_SPLITS=8
+run "tc rope launch" 3 0 "--depth 1024,4096" $T DECDEC_ROPE_LAUNCH=1
 run tc 3 4 "--depth 1024,4096" $T
 run default 3 4 "--depth 1024,4096"
 run tc 3 0 "$D" $T

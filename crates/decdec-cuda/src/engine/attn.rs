@@ -295,6 +295,9 @@ impl SplitAttn {
     /// Launch over positions 0..=*pos_p (device int): `q` [heads][head_dim], caches
     /// [max_seq][kv_heads][head_dim], output `out` (and `out32` unless 0); `sa` selects the o
     /// projection's salient channels per 1024-channel chunk with the counters `chunk_cnt`.
+    /// `rope` (the frequencies, tensor-core kernel only): `q` is the fused qkv output before
+    /// RoPE, and the kernel rotates q and k and appends this position's k and v to the caches
+    /// itself, as rope_kv would (`fuses_rope`).
     ///
     /// # Safety
     /// Every pointer must be a live device allocation of the sizes above.
@@ -313,14 +316,19 @@ impl SplitAttn {
         scale: f32,
         sa: &SelArgs,
         chunk_cnt: u64,
+        rope: Option<u64>,
     ) -> Result<()> {
         let (nh, nkv, hd) = dims;
         let (s, gb) = (self.splits as i32, self.heads_per_block as i32);
-        let kernel = if self.tensor_cores {
-            format!("attn_split_tc{hd}_{sfx}")
-        } else {
-            format!("attn_split_decode_{sfx}")
+        if rope.is_some() && !self.fuses_rope() {
+            bail!("split attention: RoPE inside the kernel needs the tensor-core kernel");
+        }
+        let kernel = match (self.tensor_cores, rope.is_some()) {
+            (true, false) => format!("attn_split_tc{hd}_{sfx}"),
+            (true, true) => format!("attn_rope_split_tc{hd}_{sfx}"),
+            _ => format!("attn_split_decode_{sfx}"),
         };
+        let freq = rope.unwrap_or(0);
         gpu.launch(
             &kernel,
             (self.head_groups * self.splits) as u32,
@@ -342,9 +350,15 @@ impl SplitAttn {
                 &self.part.ptr,
                 &self.grp_cnt.ptr,
                 &s,
-                &gb
+                &gb,
+                &freq
             ],
         )
+    }
+
+    /// Whether the kernel can apply RoPE and the KV append itself (the tensor-core one).
+    pub fn fuses_rope(&self) -> bool {
+        self.tensor_cores
     }
 }
 

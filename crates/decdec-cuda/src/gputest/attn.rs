@@ -8,11 +8,12 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 
 use super::{
-    cpu_attention, randn, raw_mismatches, read_act, rel_err, sel_request, selection_mismatches,
-    thresholds_like, tol, upload_act, Report,
+    attn_inputs, cpu_attention, randn, raw_mismatches, read_act, rel_err, sel_request,
+    selection_mismatches, thresholds_like, tol, upload_act, Report,
 };
 use crate::engine::attn::{SplitAttn, SplitKind};
 use crate::gpu::{Dtype, Gpu};
+use crate::kargs;
 use crate::linear::dec_total_rows;
 
 pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Result<()> {
@@ -101,6 +102,7 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
                     scale,
                     &sa,
                     cnt.ptr,
+                    None,
                 )?
             };
             gpu.check()?;
@@ -129,6 +131,9 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
                 0.0,
             );
         }
+        if sp.fuses_rope() {
+            rope_fused_check(gpu, dt, rng, rep, &sp, (nh, nkv, hd), pos, max_seq, &label)?;
+        }
         let left: Vec<i32> = gpu.read_raw(cnt.ptr, dim.div_ceil(1024))?;
         let left_g = sp.group_counters(gpu)?;
         rep.add(
@@ -137,5 +142,96 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
             0.0,
         );
     }
+    Ok(())
+}
+
+/// The kernel with RoPE and the KV append inside (the decode step's form) against rope_kv followed
+/// by the kernel, on fresh copies of the same raw qkv and caches: outputs (f16/bf16 and f32),
+/// both caches and the o selection bit for bit.
+#[allow(clippy::too_many_arguments)]
+fn rope_fused_check(
+    gpu: &Gpu,
+    dt: Dtype,
+    rng: &mut StdRng,
+    rep: &mut Report,
+    sp: &SplitAttn,
+    (nh, nkv, hd): (usize, usize, usize),
+    pos: usize,
+    max_seq: usize,
+    label: &str,
+) -> Result<()> {
+    let sfx = dt.suffix();
+    let inputs = attn_inputs(gpu, dt, rng, nh, nkv, hd, 1, max_seq)?;
+    let pb = gpu.upload(&[pos as i32])?;
+    let dim = nh * hd;
+    let k_chunk = 64usize;
+    let th = thresholds_like(rng, dim, 1.0);
+    let rows_n = dec_total_rows(dim, k_chunk);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (nhi, nkvi, hdi) = (nh as i32, nkv as i32, hd as i32);
+    let mut runs = Vec::new();
+    for fused in [false, true] {
+        let (qkv, _) = upload_act(gpu, dt, &inputs.qkv)?;
+        let (kc, _) = upload_act(gpu, dt, &inputs.kc_init)?;
+        let (vc, _) = upload_act(gpu, dt, &inputs.vc_init)?;
+        let out = gpu.alloc(dim * 2 + 16)?;
+        let out32 = gpu.alloc(dim * 4)?;
+        for b in [&out, &out32] {
+            gpu.memset(b, 0xff)?;
+        }
+        let (si, _sv, sa) = sel_request(gpu, &th, k_chunk)?;
+        let cnt = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
+        unsafe {
+            if !fused {
+                gpu.launch(
+                    &format!("rope_kv_{sfx}"),
+                    (nh + 2 * nkv) as u32,
+                    64,
+                    0,
+                    kargs![
+                        &qkv.ptr,
+                        &inputs.fb.ptr,
+                        &kc.ptr,
+                        &vc.ptr,
+                        &pb.ptr,
+                        &nhi,
+                        &nkvi,
+                        &hdi
+                    ],
+                )?;
+            }
+            sp.launch(
+                gpu,
+                sfx,
+                qkv.ptr,
+                kc.ptr,
+                vc.ptr,
+                out.ptr,
+                out32.ptr,
+                pb.ptr,
+                (nhi, nkvi, hdi),
+                scale,
+                &sa,
+                cnt.ptr,
+                fused.then_some(inputs.fb.ptr),
+            )?;
+        }
+        gpu.check()?;
+        runs.push((out, out32, kc, vc, si));
+    }
+    let (a, b) = (&runs[0], &runs[1]);
+    let cache = max_seq * nkv * hd;
+    let mut mism = raw_mismatches::<u16>(gpu, &a.0, &b.0, dim)?
+        + raw_mismatches::<u32>(gpu, &a.1, &b.1, dim)?
+        + raw_mismatches::<u16>(gpu, &a.2, &b.2, cache)?
+        + raw_mismatches::<u16>(gpu, &a.3, &b.3, cache)?;
+    if rows_n > 0 {
+        mism += raw_mismatches::<u32>(gpu, &a.4, &b.4, rows_n)?;
+    }
+    rep.add(
+        format!("{label} with fused RoPE/KV append == rope_kv + the kernel (mismatches)"),
+        mism as f64,
+        0.0,
+    );
     Ok(())
 }
