@@ -52,6 +52,9 @@ pub enum BenchCommand {
     Kernels(decdec_cuda::cli::BenchKernelsArgs),
     /// GPU decode tokens/s with and without compensation (a model, or synthetic:llama3-8b built on the GPU).
     Decode(decdec_cuda::cli::BenchDecodeArgs),
+    /// GPU decode-attention kernels per context length (CUDA-graph replays, KV caches rotated
+    /// beyond L2): microseconds, GB/s of K/V read, % of the copy bandwidth.
+    Attention(decdec_cuda::cli::BenchAttentionArgs),
 }
 
 #[derive(Args)]
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Cpu(a)) => cmd_bench_cpu(a),
         Command::Bench(BenchCommand::Kernels(a)) => decdec_cuda::cli::run_bench_kernels(&a),
         Command::Bench(BenchCommand::Decode(a)) => decdec_cuda::cli::run_bench_decode(&a),
+        Command::Bench(BenchCommand::Attention(a)) => decdec_cuda::cli::run_bench_attention(&a),
         Command::GpuTest(a) => decdec_cuda::cli::run_gpu_test(&a),
     }
 }

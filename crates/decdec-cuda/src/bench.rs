@@ -1,6 +1,8 @@
 //! `decdec bench kernels`: per-kernel timings on random data with the reference harness idea
 //! (weights rotated over copies beyond L2, CUDA-graph replays of 20 calls, median).
 
+pub mod attn;
+
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 

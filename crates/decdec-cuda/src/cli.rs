@@ -1,6 +1,6 @@
 //! Command-line front ends of the CUDA backend; the `decdec` binary wires these in:
 //! `decdec bench kernels` -> [`run_bench_kernels`], `decdec bench decode` -> [`run_bench_decode`],
-//! `decdec gpu-test` -> [`run_gpu_test`].
+//! `decdec bench attention` -> [`run_bench_attention`], `decdec gpu-test` -> [`run_gpu_test`].
 
 use std::path::PathBuf;
 
@@ -66,6 +66,51 @@ pub struct BenchKernelsArgs {
     /// Write the full results (sweeps included) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// `decdec bench attention`
+#[derive(Args, Debug, Clone)]
+pub struct BenchAttentionArgs {
+    /// Attention shape: a model name (llama3-8b, phi3-medium, llama2-7b) or HEADS,KV_HEADS,HEAD_DIM.
+    #[arg(long, default_value = "llama3-8b")]
+    pub shape: String,
+    /// Context lengths (positions attended, this step's included).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "256,512,1024,2048,4096,8192"
+    )]
+    pub lengths: Vec<usize>,
+    /// Activation dtype.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub dtype: DtypeArg,
+    /// Graph replays per measurement (median taken).
+    #[arg(long, default_value_t = 15)]
+    pub reps: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run_bench_attention(a: &BenchAttentionArgs) -> Result<()> {
+    let shape = bench::attn::parse_attn_shape(&a.shape)?;
+    if a.lengths.is_empty() || a.lengths.contains(&0) {
+        bail!("--lengths: positive context lengths");
+    }
+    let gpu = Gpu::new()?;
+    let copy = bench::copy_bandwidth(&gpu)?;
+    println!(
+        "device: {} ({} SMs, L2 {} MB); copy bandwidth {copy:.0} GB/s",
+        gpu.name,
+        gpu.sms,
+        gpu.l2_bytes >> 20
+    );
+    let rows = bench::attn::run(&gpu, a.dtype.into(), shape, &a.lengths, a.reps.max(3), copy)?;
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 pub fn run_bench_kernels(a: &BenchKernelsArgs) -> Result<()> {

@@ -7,6 +7,10 @@ N=.device/decdec
 timeout 250 $N gpu-test --model models/stories260K --text .device/data/tinystories-sample.txt --ctx 512 --chunks 8 > $OUT/h200-gpu-test-exp81-s17.txt 2>&1; echo "gpu-test rc $?"
 grep -E "FAIL|checks|rror|panic" $OUT/h200-gpu-test-exp81-s17.txt | tail -8 | cut -c1-160
 grep -E "tensor cores" $OUT/h200-gpu-test-exp81-s17.txt | head -60 | cut -c1-150
+# the attention kernels alone (graph replays, caches rotated beyond L2), f16 and bf16
+timeout 200 $N bench attention --shape llama3-8b --lengths 256,512,1024,2048,4096,8192 --json $OUT/h200-bench-attention-exp81-s17.json > $OUT/h200-bench-attention-exp81-s17.txt 2>&1; echo "bench attention rc $?"
+cat $OUT/h200-bench-attention-exp81-s17.txt | sed -E "s/ +/ /g"
+timeout 100 $N bench attention --shape 9,3,64 --lengths 1024,4096 --dtype bf16 2>&1 | sed -E "s/ +/ /g"
 run() { # label bits k_chunks extra env...
   local l=$1 b=$2 kc=$3 x=$4; shift 4
   env "$@" timeout 200 $N bench decode --model synthetic:llama3-8b --bits $b --k-chunk $kc --tokens 256 --prompt 0 $x > $OUT/d.txt 2>&1; echo "== $l bits $b $x rc $?"
