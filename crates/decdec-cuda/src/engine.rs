@@ -853,7 +853,6 @@ impl CudaEngine {
         } else {
             (0, 0)
         };
-        let vcap = vcap as i32;
         for l in &self.layers {
             // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
             self.normed_group(&l.qkv, "qkv", l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
@@ -904,40 +903,22 @@ impl CudaEngine {
                 }
             } else if attn_on {
                 // one block per query head; with fuse_rope, RoPE + KV append + attention run in
-                // one launch (one extra argument)
-                let kernel = if fuse_rope {
-                    "attn_rope_decode"
-                } else {
-                    "attn_decode"
-                };
-                let args = kargs![
-                    &self.qkv.ptr,
-                    &l.kc.ptr,
-                    &l.vc.ptr,
-                    &self.attn.ptr,
-                    &self.x32.ptr,
-                    &pos,
-                    &nh,
-                    &nkv,
-                    &hdim,
-                    &scale,
-                    &sargs_o,
-                    &self.attn_cnt.ptr,
-                    &vcap,
-                    &self.inv_freq.ptr
-                ];
-                let nargs = if fuse_rope {
-                    args.len()
-                } else {
-                    args.len() - 1
-                };
+                // one launch
                 unsafe {
-                    g.launch(
-                        &format!("{kernel}_{sfx}"),
-                        d.heads as u32,
-                        256,
-                        attn_smem,
-                        &mut args[..nargs],
+                    attn::launch_single(
+                        g,
+                        sfx,
+                        self.qkv.ptr,
+                        l.kc.ptr,
+                        l.vc.ptr,
+                        (self.attn.ptr, self.x32.ptr),
+                        pos,
+                        (nh, nkv, hdim),
+                        scale,
+                        &sargs_o,
+                        self.attn_cnt.ptr,
+                        (vcap, attn_smem),
+                        fuse_rope.then_some(self.inv_freq.ptr),
                     )?;
                 }
             }

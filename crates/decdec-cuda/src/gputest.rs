@@ -10,6 +10,7 @@ use decdec_core::selection;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::engine::attn::launch_single;
 use crate::gpu::{DevBuf, Dtype, Gpu};
 use crate::kargs;
 use crate::linear::{DecMode, GpuLinear, OutMode, Schedule, SelArgs};
@@ -936,40 +937,47 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         let out32 = gpu.alloc(dim * 4)?;
         gpu.memset(&out32, 0xff)?;
         // value rows staged in shared memory as the decode step stages them
-        let (vcap, smem) = crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, None)?;
-        let vcap_i = vcap as i32;
+        let plan = crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, None)?;
+        let vcap = plan.0;
         unsafe {
-            gpu.launch(
-                &format!("attn_decode_{sfx}"),
-                nh as u32,
-                256,
-                smem,
-                kargs![
-                    &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out.ptr, &out32.ptr, &pb.ptr, &nhi, &nkvi,
-                    &hdi, &scale, &sa, &cnt.ptr, &vcap_i
-                ],
+            launch_single(
+                gpu,
+                sfx,
+                qkvb.ptr,
+                kcb.ptr,
+                vcb.ptr,
+                (out.ptr, out32.ptr),
+                pb.ptr,
+                (nhi, nkvi, hdi),
+                scale,
+                &sa,
+                cnt.ptr,
+                plan,
+                None,
             )?
         };
         let got = read_act(gpu, dt, &out, nh * hd)?;
         // fewer staged rows (none, or 16: the rest read from global memory) sum in the same order
         for rows in [0usize, 16] {
-            let (vc_r, smem_r) =
-                crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, Some(rows))?;
-            let vc_ri = vc_r as i32;
+            let plan_r = crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, Some(rows))?;
+            let vc_r = plan_r.0;
             let out_r = gpu.alloc(nh * hd * 2 + 16)?;
             gpu.memset(&out_r, 0xff)?;
-            let null = 0u64;
-            let no_sel = SelArgs::default();
             unsafe {
-                gpu.launch(
-                    &format!("attn_decode_{sfx}"),
-                    nh as u32,
-                    256,
-                    smem_r,
-                    kargs![
-                        &qkvb.ptr, &kcb.ptr, &vcb.ptr, &out_r.ptr, &null, &pb.ptr, &nhi, &nkvi,
-                        &hdi, &scale, &no_sel, &null, &vc_ri
-                    ],
+                launch_single(
+                    gpu,
+                    sfx,
+                    qkvb.ptr,
+                    kcb.ptr,
+                    vcb.ptr,
+                    (out_r.ptr, 0),
+                    pb.ptr,
+                    (nhi, nkvi, hdi),
+                    scale,
+                    &SelArgs::default(),
+                    0,
+                    plan_r,
+                    None,
                 )?
             };
             rep.add(
@@ -982,9 +990,8 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
         // inputs: outputs, caches and selection bit-identical to rope_kv + attn_decode, with all,
         // none or 16 of the value rows staged
         for rows in [None, Some(0usize), Some(16)] {
-            let (vc_r, smem_r) =
-                crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, rows)?;
-            let vc_ri = vc_r as i32;
+            let plan_r = crate::engine::attn::single_plan(hd, max_seq, gpu.smem_optin, rows)?;
+            let vc_r = plan_r.0;
             let (qkv2, _) = upload_act(gpu, dt, &qkv)?;
             let (kc2, _) = upload_act(gpu, dt, &kc_init)?;
             let (vc2, _) = upload_act(gpu, dt, &vc_init)?;
@@ -995,15 +1002,20 @@ fn ops_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Report) -> Resul
             let (si2, _sv2, sa2) = sel_request(gpu, &th, k_chunk)?;
             let cnt2 = gpu.alloc_zeroed(dim.div_ceil(1024) * 4 + 16)?;
             unsafe {
-                gpu.launch(
-                    &format!("attn_rope_decode_{sfx}"),
-                    nh as u32,
-                    256,
-                    smem_r,
-                    kargs![
-                        &qkv2.ptr, &kc2.ptr, &vc2.ptr, &out2.ptr, &o32b.ptr, &pb.ptr, &nhi, &nkvi,
-                        &hdi, &scale, &sa2, &cnt2.ptr, &vc_ri, &fb.ptr
-                    ],
+                launch_single(
+                    gpu,
+                    sfx,
+                    qkv2.ptr,
+                    kc2.ptr,
+                    vc2.ptr,
+                    (out2.ptr, o32b.ptr),
+                    pb.ptr,
+                    (nhi, nkvi, hdi),
+                    scale,
+                    &sa2,
+                    cnt2.ptr,
+                    plan_r,
+                    Some(fb.ptr),
                 )?
             };
             gpu.check()?;

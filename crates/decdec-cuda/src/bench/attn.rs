@@ -10,9 +10,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{copies_for, time_graph};
-use crate::engine::attn::{single_plan, SplitAttn, SplitKind};
+use crate::engine::attn::{launch_single, single_plan, SplitAttn, SplitKind};
 use crate::gpu::{DevBuf, Dtype, Gpu};
-use crate::kargs;
 use crate::linear::{fill_act, SelArgs};
 
 /// One timed kernel at one context length.
@@ -117,20 +116,24 @@ pub fn run(
             });
         };
         // the one-block kernel, while every score fits in its shared memory
-        if let Ok((vcap, smem)) = single_plan(hd, len, gpu.smem_optin, None) {
-            let vcap = vcap as i32;
+        if let Ok(plan) = single_plan(hd, len, gpu.smem_optin, None) {
             let us = time_graph(gpu, reps, |i| {
                 let c = &caches[i % copies];
                 unsafe {
-                    gpu.launch(
-                        &format!("attn_decode_{sfx}"),
-                        nh as u32,
-                        256,
-                        smem,
-                        kargs![
-                            &qkv.ptr, &c.kc.ptr, &c.vc.ptr, &out.ptr, &null, &pos.ptr, &nhi, &nkvi,
-                            &hdi, &scale, &no_sel, &null, &vcap
-                        ],
+                    launch_single(
+                        gpu,
+                        sfx,
+                        qkv.ptr,
+                        c.kc.ptr,
+                        c.vc.ptr,
+                        (out.ptr, 0),
+                        pos.ptr,
+                        (nhi, nkvi, hdi),
+                        scale,
+                        &no_sel,
+                        null,
+                        plan,
+                        None,
                     )
                 }
             })?;

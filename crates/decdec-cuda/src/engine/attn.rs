@@ -137,6 +137,49 @@ pub fn single_plan(
     Ok((vcap, (vcap * row + scores) as u32))
 }
 
+/// Launch the one-block-per-query-head kernel over positions 0..=*pos_p for `dims` (heads, kv
+/// heads, head_dim): `attn_decode`, or with `rope` (the frequencies) `attn_rope_decode`, which
+/// takes `q` as the fused qkv output before RoPE and applies RoPE and the KV append itself
+/// (experiment 78); `plan` = `single_plan`'s (value rows staged, dynamic shared memory bytes);
+/// `sa` selects the o projection's salient channels with the counters `chunk_cnt`.
+///
+/// # Safety
+/// Every pointer must be a live device allocation of the sizes `SplitAttn::launch` names.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_single(
+    gpu: &Gpu,
+    sfx: &str,
+    q: u64,
+    kc: u64,
+    vc: u64,
+    (out, out32): (u64, u64),
+    pos_p: u64,
+    (nh, nkv, hd): (i32, i32, i32),
+    scale: f32,
+    sa: &SelArgs,
+    chunk_cnt: u64,
+    (vcap, smem): (usize, u32),
+    rope: Option<u64>,
+) -> Result<()> {
+    let vcap = vcap as i32;
+    let freq = rope.unwrap_or(0);
+    let args = kargs![
+        &q, &kc, &vc, &out, &out32, &pos_p, &nh, &nkv, &hd, &scale, sa, &chunk_cnt, &vcap, &freq
+    ];
+    // attn_decode takes every argument but the frequencies
+    let (kernel, nargs) = match rope {
+        Some(_) => ("attn_rope_decode", args.len()),
+        None => ("attn_decode", args.len() - 1),
+    };
+    gpu.launch(
+        &format!("{kernel}_{sfx}"),
+        nh as u32,
+        THREADS,
+        smem,
+        &mut args[..nargs],
+    )
+}
+
 /// Query heads per block: the largest divisor of the GQA group size `g` that is at most 4 (every
 /// block then covers the same number of heads, so head groups tile the output evenly).
 pub fn heads_per_block(g: usize) -> usize {
