@@ -843,6 +843,9 @@ __device__ void attn_split_tc(const T* q, T* kc, T* vc, T* out, float* out32, co
                 kd[i + HD / 2] = Dt<T>::from_f(r1);
             }
             for (int i = threadIdx.x; i < HD; i += blockDim.x) vd[i] = vq[i];
+            // the tile copies read L2 (cp.async.cg): the row must be there, not only ordered
+            // within the block, before the warp holding this position copies it
+            __threadfence();
             __syncthreads();
         }
     }
