@@ -4,7 +4,9 @@
 //! that must be read (every K and V row of the context once) per second and against the copy
 //! bandwidth. Kernels: the one-block kernel (`attn_decode`, while its scores fit), the CUDA-core
 //! split kernel with one query head per block and with the automatic heads per block, and the
-//! tensor-core split kernel without and with RoPE inside (experiment 81).
+//! tensor-core split kernel (experiment 81); the one-block and tensor-core kernels also with RoPE
+//! and the KV append inside, as the decode step runs them (`+rope`: compare those with the
+//! CUDA-core kernel plus a rope_kv launch).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -117,27 +119,29 @@ pub fn run(
         };
         // the one-block kernel, while every score fits in its shared memory
         if let Ok(plan) = single_plan(hd, len, gpu.smem_optin, None) {
-            let us = time_graph(gpu, reps, |i| {
-                let c = &caches[i % copies];
-                unsafe {
-                    launch_single(
-                        gpu,
-                        sfx,
-                        qkv.ptr,
-                        c.kc.ptr,
-                        c.vc.ptr,
-                        (out.ptr, 0),
-                        pos.ptr,
-                        (nhi, nkvi, hdi),
-                        scale,
-                        &no_sel,
-                        null,
-                        plan,
-                        None,
-                    )
-                }
-            })?;
-            push("one-block".into(), us);
+            for rope in [false, true] {
+                let us = time_graph(gpu, reps, |i| {
+                    let c = &caches[i % copies];
+                    unsafe {
+                        launch_single(
+                            gpu,
+                            sfx,
+                            qkv.ptr,
+                            c.kc.ptr,
+                            c.vc.ptr,
+                            (out.ptr, 0),
+                            pos.ptr,
+                            (nhi, nkvi, hdi),
+                            scale,
+                            &no_sel,
+                            null,
+                            plan,
+                            rope.then_some(freq.ptr),
+                        )
+                    }
+                })?;
+                push(format!("one-block{}", if rope { "+rope" } else { "" }), us);
+            }
         }
         if !SplitAttn::supports(hd) {
             continue;
