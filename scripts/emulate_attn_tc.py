@@ -59,7 +59,15 @@ def block(q, kc, vc, n, S, kvh, s, nh, nkv, HD, scale):
     for w in range(NW):
         ring = np.full((NS, 2, 16, LD), np.nan)
         def issue(ti, st):
-            if ti < ntile:
+            if ti < ntile and 32 % CPR != 0:  # rows that do not tile a warp (96)
+                for L in range(32):
+                    for u in range(2 * 16 * CPR // 32):
+                        idx = L + 32 * u
+                        kv, r, c = idx // (16 * CPR), (idx // CPR) % 16, idx % CPR
+                        ok = 16 * ti + r < cnt
+                        cache = vc if kv else kc
+                        ring[st, kv, r, 8*c:8*c+8] = cache[lo + 16*ti + r, kvh, 8*c:8*c+8] if ok else 0
+            elif ti < ntile:
                 for L in range(32):
                     r0, c = L // CPR, L % CPR
                     for u in range(16 // RSTEP):
@@ -157,4 +165,5 @@ run(4, 4, 64, 300, 1)
 run(9, 3, 64, 200, 4)
 run(16, 1, 64, 40, 2)
 run(8, 2, 128, 70, 2)
+run(6, 2, 96, 50, 2)
 print("ok")

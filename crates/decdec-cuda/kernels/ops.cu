@@ -771,7 +771,7 @@ __device__ __forceinline__ void tc_softmax_pv(float (&s)[NT][4], float (&mx)[2],
 }
 
 // ---------------------------------------------------------------------------------------------
-// Split-KV decode attention on the tensor cores (experiment 81), head_dim HD in {64, 128}, GQA
+// Split-KV decode attention on the tensor cores (experiment 81), head_dim HD in {64, 96, 128}, GQA
 // group G = nh / nkv <= 16: block b = kvh * S + s takes all G query heads of kv head kvh (each K/V
 // row loaded once) over one range of positions (ranges of max(16, ceil(n / S)) rounded up to 16).
 // The G heads are the 16 rows of mma.m16n8k16's A operand (q, rows past G zero), so one tile of 16
@@ -855,7 +855,20 @@ __device__ void attn_split_tc(const T* q, T* kc, T* vc, T* out, float* out32, co
     // tile ti (local positions 16 ti ..) into stage st: lane copies piece lane % CPR of rows
     // lane / CPR + RSTEP u of K and of V (zero-filled past the range)
     auto issue = [&](int ti, int st) {
-        if (ti < ntile) {
+        if constexpr (32 % CPR != 0) {
+            // head dimensions whose rows do not tile a warp (96): pieces lane, lane + 32, ...
+            if (ti < ntile) {
+#pragma unroll
+                for (int u = 0; u < 2 * 16 * CPR / 32; u++) {
+                    const int idx = lane + 32 * u;
+                    const int kvsel = idx / (16 * CPR), r = (idx / CPR) % 16, c = idx % CPR;
+                    const bool ok = 16 * ti + r < cnt;
+                    const T* src = (kvsel ? vc : kc) + ((size_t)(lo + 16 * ti + r) * nkv + kvh) * HD + 8 * c;
+                    cp_async16_cg_zfill_s(wring_s + 2 * ((st * 2 + kvsel) * TILE_E + r * LD + 8 * c),
+                                          ok ? src : kc, ok ? 16 : 0);
+                }
+            }
+        } else if (ti < ntile) {
             constexpr int RSTEP = 32 / CPR;  // rows per pass of the warp
             const int r0 = lane / CPR, c = lane % CPR;
             const size_t rs = (size_t)nkv * HD;  // elements from one position to the next
@@ -1006,12 +1019,16 @@ __device__ void attn_split_tc(const T* q, T* kc, T* vc, T* out, float* out32, co
         attn_split_tc<T, HD, ROPE>(q, kc, vc, out, o32, p, nh, nkv, scale, sa, cnt, part, gcnt, S, f);             \
     }
 ATTN_SPLIT_TC_ENTRY(attn_split_tc64_f16, __half, 64, false)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc96_f16, __half, 96, false)
 ATTN_SPLIT_TC_ENTRY(attn_split_tc128_f16, __half, 128, false)
 ATTN_SPLIT_TC_ENTRY(attn_split_tc64_bf16, __nv_bfloat16, 64, false)
+ATTN_SPLIT_TC_ENTRY(attn_split_tc96_bf16, __nv_bfloat16, 96, false)
 ATTN_SPLIT_TC_ENTRY(attn_split_tc128_bf16, __nv_bfloat16, 128, false)
 ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc64_f16, __half, 64, true)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc96_f16, __half, 96, true)
 ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc128_f16, __half, 128, true)
 ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc64_bf16, __nv_bfloat16, 64, true)
+ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc96_bf16, __nv_bfloat16, 96, true)
 ATTN_SPLIT_TC_ENTRY(attn_rope_split_tc128_bf16, __nv_bfloat16, 128, true)
 
 // out[i] = silu(gu[i]) * gu[f + i]  (fused gate-up output: gate rows first, then up rows)

@@ -15,7 +15,8 @@ use crate::kargs;
 use crate::linear::SelArgs;
 
 /// Which split-KV kernel: `Cuda(heads per block)` (0 = automatic) is `attn_split_decode` on the
-/// CUDA cores, `TensorCores` is `attn_split_tc{64,128}` (the kv head's whole GQA group per block).
+/// CUDA cores, `TensorCores` is `attn_split_tc{64,96,128}` (the kv head's whole GQA group per
+/// block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SplitKind {
     Cuda(usize),
@@ -49,7 +50,7 @@ pub fn tiers_serving<T>(
 /// block (most blocks) up to 1536, then with the GQA group's heads sharing K/V loads (fewest
 /// bytes). (512 also keeps the 512-token perplexity check of `gpu-test` on one kernel: its
 /// compensated token-by-token parity sits at the noise floor of experiment 52.) The tensor-core
-/// split kernel (experiment 81: 64/128-dim heads, GQA groups up to 16, a device whose blocks may
+/// split kernel (experiment 81: 64/96/128-dim heads, GQA groups up to 16, a device whose blocks may
 /// opt in to `smem_optin` >= ~143 KB of shared memory for 128-dim heads: sm_80 and sm_90, not
 /// sm_86/89) is opt-in until it has been measured on the GPU; asked for where it does not apply,
 /// the CUDA-core kernel runs.
@@ -226,10 +227,10 @@ impl SplitAttn {
         head_dim.is_multiple_of(8) && head_dim <= 256
     }
 
-    /// The tensor-core kernel takes 64- and 128-dim heads and GQA groups of up to 16 query heads
-    /// (the rows of one mma tile).
+    /// The tensor-core kernel takes 64-, 96- and 128-dim heads and GQA groups of up to 16 query
+    /// heads (the rows of one mma tile).
     pub fn supports_tc(head_dim: usize, group: usize) -> bool {
-        matches!(head_dim, 64 | 128) && (1..=16).contains(&group)
+        matches!(head_dim, 64 | 96 | 128) && (1..=16).contains(&group)
     }
 
     /// Dynamic shared memory of the tensor-core kernel: the warps' K/V rings (16 rows of
@@ -261,7 +262,7 @@ impl SplitAttn {
         let (gb, tensor_cores) = match kind {
             SplitKind::TensorCores if Self::supports_tc(head_dim, g) => (g, true),
             SplitKind::TensorCores => bail!(
-                "split attention on the tensor cores: head_dim {head_dim} / GQA group {g} not supported (64 or 128, at most 16)"
+                "split attention on the tensor cores: head_dim {head_dim} / GQA group {g} not supported (64, 96 or 128, at most 16)"
             ),
             SplitKind::Cuda(0) => (self::heads_per_block(g), false),
             SplitKind::Cuda(n) if n <= 4 && g.is_multiple_of(n) => (n, false),
@@ -415,7 +416,7 @@ mod tests {
     #[test]
     fn tiers_start_at_zero_ascend_and_honour_the_knobs() {
         use SplitKind::{Cuda, TensorCores as Tc};
-        let cuda_tiers = vec![
+        let cuda_tiers: Vec<TierSpec> = vec![
             (0, None),
             (512, Some((Cuda(1), 0))),
             (1536, Some((Cuda(0), 0))),
@@ -433,10 +434,10 @@ mod tests {
             (512, Some((Tc, 7)))
         );
         // ... and where it does not apply (head_dim, GQA groups over 16), the CUDA-core tiers
-        assert_eq!(tier_plan(96, 4, None, Some(Tc), 0, OPTIN), cuda_tiers);
+        assert_eq!(tier_plan(80, 4, None, Some(Tc), 0, OPTIN), cuda_tiers);
         assert_eq!(tier_plan(128, 32, None, Some(Tc), 0, OPTIN), cuda_tiers);
         assert_eq!(
-            tier_plan(96, 4, Some("split"), Some(Tc), 0, OPTIN),
+            tier_plan(80, 4, Some("split"), Some(Tc), 0, OPTIN),
             vec![(0, Some((Cuda(0), 0)))]
         );
         for knob in [None, Some("single"), Some("split"), Some("700"), Some("x")] {
@@ -578,6 +579,7 @@ mod tests {
         // the merge of 16 heads' outputs in f32 fits in the ring of 128-dim heads
         assert!(4 * (2 * 8 * 16 + 8 * 16 * 128) <= SplitAttn::tc_smem(128, 16));
         assert!(SplitAttn::supports_tc(128, 16) && !SplitAttn::supports_tc(128, 17));
-        assert!(!SplitAttn::supports_tc(96, 4) && !SplitAttn::supports_tc(256, 1));
+        assert!(SplitAttn::supports_tc(96, 1) && SplitAttn::supports_tc(64, 3));
+        assert!(!SplitAttn::supports_tc(80, 4) && !SplitAttn::supports_tc(256, 1));
     }
 }

@@ -55,6 +55,8 @@ pub(super) fn split_checks(gpu: &Gpu, dt: Dtype, rng: &mut StdRng, rep: &mut Rep
         (32, 8, 128, 100, 256, 1, Tc),
         (4, 4, 64, 300, 512, 1, Tc),
         (12, 12, 64, 777, 1024, 7, Tc),
+        (32, 32, 96, 1200, 2048, 0, Tc),
+        (12, 4, 96, 40, 256, 2, Tc),
     ] {
         let sp = SplitAttn::new(gpu, nh, nkv, hd, max_seq, splits, kind)?;
         let active = (pos + 1).div_ceil(sp.range(pos + 1));
