@@ -184,6 +184,10 @@ pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
         let gpu = Gpu::new()?;
         crate::gputest::run_all(&gpu, a.seed)?
     };
+    // the decode step's attention tiers end to end (a synthetic model: head_dim 64)
+    for dt in [Dtype::F16, Dtype::Bf16] {
+        crate::gputest::attn::engine_tier_checks(dt, &mut rep)?;
+    }
     if let Some(dir) = &a.model {
         let text_path = a
             .text

@@ -16,7 +16,7 @@ use crate::kargs;
 use crate::linear::{DecMode, GpuLinear, OutMode, Schedule, SelArgs};
 use crate::repack::{LutRef, ResidualRef, UniformRef};
 
-mod attn;
+pub(crate) mod attn;
 mod prefill;
 mod select;
 

@@ -237,3 +237,90 @@ fn rope_fused_check(
     );
     Ok(())
 }
+
+/// The decode step's attention tiers end to end on `synthetic:tiny` (head_dim 64, GQA groups of
+/// 4, 4 layers, 3-bit): the same 600-token context (batched prefill), then six decode steps in
+/// the split tier (positions 600-605), with the default tiers, with the tensor-core kernel
+/// (`DECDEC_ATTN_KERNEL=tc`, RoPE and the KV append inside) and with the tensor-core kernel after
+/// a rope_kv launch (`DECDEC_ROPE_LAUNCH=1`). The tensor-core logits must be close to the
+/// default's (the attention sums in another order) and its two forms bit-identical. The knobs
+/// are set only while each engine is built and run, then restored.
+pub(crate) fn engine_tier_checks(dt: Dtype, rep: &mut Report) -> Result<()> {
+    use crate::engine::{CudaEngine, CudaOptions};
+    use decdec_model::model::Logits;
+    use decdec_model::Engine;
+    let context: Vec<u32> = (0..600u32).map(|i| (i * 7919 + 13) % 1000).collect();
+    let steps = [17u32, 300, 999, 5, 512, 64];
+    let run = |env: &[(&str, &str)]| -> Result<(String, Vec<Vec<f32>>)> {
+        let saved: Vec<(String, Option<std::ffi::OsString>)> = [
+            "DECDEC_ATTN",
+            "DECDEC_ATTN_KERNEL",
+            "DECDEC_ATTN_GB",
+            "DECDEC_ATTN_SPLITS",
+            "DECDEC_ROPE_LAUNCH",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), std::env::var_os(k)))
+        .collect();
+        for (k, _) in &saved {
+            std::env::remove_var(k);
+        }
+        for (k, v) in env {
+            std::env::set_var(k, v);
+        }
+        let res = (|| {
+            let opts = CudaOptions {
+                dtype: dt,
+                max_seq: 1024,
+                ..Default::default()
+            };
+            let mut e = CudaEngine::synthetic("tiny", 3, [0; 4], None, opts)?;
+            e.forward(&context, Logits::Last)?;
+            let kernels = e.attention_kernels(context.len(), context.len() + steps.len());
+            let mut logits = Vec::new();
+            for &t in &steps {
+                e.step(t)?;
+                logits.push(e.read_logits()?);
+            }
+            e.gpu.check()?;
+            Ok((kernels, logits))
+        })();
+        for (k, v) in saved {
+            match v {
+                Some(v) => std::env::set_var(&k, v),
+                None => std::env::remove_var(&k),
+            }
+        }
+        res
+    };
+    let sfx = dt.suffix();
+    let (k_base, base) = run(&[])?;
+    let (k_tc, tc) = run(&[("DECDEC_ATTN_KERNEL", "tc")])?;
+    let (_, tc_launch) = run(&[("DECDEC_ATTN_KERNEL", "tc"), ("DECDEC_ROPE_LAUNCH", "1")])?;
+    let worst = base
+        .iter()
+        .zip(&tc)
+        .map(|(b, t)| rel_err(t, b))
+        .fold(0f64, f64::max);
+    rep.add(
+        format!("decode steps 600-605 synthetic:tiny, {k_tc} vs {k_base}: logits {sfx}"),
+        worst,
+        2e-2,
+    );
+    let mism: usize = tc
+        .iter()
+        .zip(&tc_launch)
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count()
+        })
+        .sum();
+    rep.add(
+        format!("decode steps 600-605 synthetic:tiny, {k_tc}: RoPE inside == rope_kv launch {sfx} (mismatches)"),
+        mism as f64,
+        0.0,
+    );
+    Ok(())
+}
