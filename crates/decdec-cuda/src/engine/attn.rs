@@ -373,30 +373,37 @@ impl SplitAttn {
             _ => format!("attn_split_decode_{sfx}"),
         };
         let freq = rope.unwrap_or(0);
+        let args = kargs![
+            &q,
+            &kc,
+            &vc,
+            &out,
+            &out32,
+            &pos_p,
+            &nh,
+            &nkv,
+            &hd,
+            &scale,
+            sa,
+            &chunk_cnt,
+            &self.part.ptr,
+            &self.grp_cnt.ptr,
+            &s,
+            &gb,
+            &freq
+        ];
+        // attn_split_decode takes every argument but the frequencies
+        let nargs = if self.tensor_cores {
+            args.len()
+        } else {
+            args.len() - 1
+        };
         gpu.launch(
             &kernel,
             (self.head_groups * self.splits) as u32,
             THREADS,
             self.smem,
-            kargs![
-                &q,
-                &kc,
-                &vc,
-                &out,
-                &out32,
-                &pos_p,
-                &nh,
-                &nkv,
-                &hd,
-                &scale,
-                sa,
-                &chunk_cnt,
-                &self.part.ptr,
-                &self.grp_cnt.ptr,
-                &s,
-                &gb,
-                &freq
-            ],
+            &mut args[..nargs],
         )
     }
 
