@@ -3,10 +3,11 @@
 //! Short contexts run the one-block-per-query-head kernel (`attn_decode`, kernels/ops.cu): its
 //! dependency chain is the shortest. Longer ones run the split-KV kernel (`attn_split_decode`):
 //! blocks of one kv head's query heads (sharing every K/V row load) over one range of cache
-//! positions, merged in split order, so a long context spreads over the whole GPU; for 64- and
-//! 128-dim heads it runs on the tensor cores (`attn_split_tc*`, experiment 81), with the whole GQA
-//! group of a kv head in one block. Each tier is a separately captured decode graph; the engine
-//! picks one per step by position (experiment 53).
+//! positions, merged in split order, so a long context spreads over the whole GPU; on request
+//! (`SplitKind::TensorCores`, 64/96/128-dim heads) a version on the tensor cores
+//! (`attn_split_tc*`, experiment 81) takes the whole GQA group of a kv head in one block. Each tier
+//! is a separately captured decode graph; the engine picks one per step by position
+//! (experiment 53).
 
 use anyhow::{bail, Result};
 
@@ -74,15 +75,14 @@ pub fn tier_plan(
         Some(SplitKind::TensorCores) if !tc => None,
         k => k,
     };
+    // the split kernel of the knob's tiers
+    let knob_kind = kind.unwrap_or(SplitKind::Cuda(0));
     match (knob, kind) {
         (Some("single"), _) => vec![(0, None)],
-        (Some("split"), k) => vec![(0, Some((k.unwrap_or(SplitKind::Cuda(0)), splits)))],
-        (Some(v), k) => vec![
+        (Some("split"), _) => vec![(0, Some((knob_kind, splits)))],
+        (Some(v), _) => vec![
             (0, None),
-            (
-                v.parse().unwrap_or(512),
-                Some((k.unwrap_or(SplitKind::Cuda(0)), splits)),
-            ),
+            (v.parse().unwrap_or(512), Some((knob_kind, splits))),
         ],
         (None, Some(k)) => vec![(0, None), (512, Some((k, splits)))],
         (None, None) if heads_per_block(group) > 1 => vec![
