@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use crate::bench;
@@ -107,8 +107,7 @@ pub fn run_bench_attention(a: &BenchAttentionArgs) -> Result<()> {
     );
     let rows = bench::attn::run(&gpu, a.dtype.into(), shape, &a.lengths, a.reps.max(3), copy)?;
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        decdec_model::output::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
 }
@@ -138,8 +137,7 @@ pub fn run_bench_kernels(a: &BenchKernelsArgs) -> Result<()> {
     let rep = bench::run(&gpu, &opts)?;
     println!("\n{}", bench::print_table(&rep));
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rep)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        decdec_model::output::write_atomic(p, serde_json::to_string_pretty(&rep)?.as_bytes())?;
     }
     Ok(())
 }
@@ -222,7 +220,7 @@ pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
     let text = rep.to_text();
     println!("{} checks, {} failed", rep.checks.len(), rep.failures());
     if let Some(p) = &a.out {
-        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+        decdec_model::output::write_atomic(p, text.as_bytes())?;
     }
     if rep.failures() > 0 {
         bail!("{} GPU checks failed", rep.failures());
@@ -440,8 +438,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         }
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        decdec_model::output::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
 }

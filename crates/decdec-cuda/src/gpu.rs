@@ -672,7 +672,7 @@ fn pdl_kernel(name: &str) -> bool {
 
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s.sort_by(f64::total_cmp);
     if s.is_empty() {
         return f64::NAN;
     }

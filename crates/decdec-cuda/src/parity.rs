@@ -36,7 +36,7 @@ impl LinearObserver for Thresholds {
         }
         for r in x.chunks_exact(k) {
             let mut a: Vec<f32> = r.iter().map(|v| v.abs()).collect();
-            a.sort_by(|p, q| q.partial_cmp(p).unwrap());
+            a.sort_by(|p, q| q.total_cmp(p));
             for (s, v) in slot.iter_mut().zip(a) {
                 *s = s.max(v);
             }

@@ -9,6 +9,7 @@ pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod options;
+pub mod output;
 pub mod ppl;
 pub mod progress;
 pub mod quantized;

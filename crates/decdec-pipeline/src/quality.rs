@@ -214,7 +214,10 @@ impl Sweep<'_> {
             None
         };
         let summary = crate::cli::quantize_to_dir(&q, pre, FailPoint::None)?;
-        std::fs::write(&meta, serde_json::to_string_pretty(&summary)?)?;
+        decdec_model::output::write_atomic(
+            &meta,
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
         Ok((dir, summary["seconds"].as_f64()))
     }
 
@@ -646,7 +649,7 @@ fn report(a: &ReportArgs) -> Result<()> {
         ));
     }
     md.push_str(include_str!("quality_notes.md"));
-    std::fs::write(&a.out, md).with_context(|| format!("cannot write {}", a.out.display()))?;
+    decdec_model::output::write_atomic(&a.out, md.as_bytes())?;
     eprintln!("wrote {} and {}", a.out.display(), a.plot.display());
     Ok(())
 }
@@ -681,7 +684,9 @@ fn plot(rs: &[Record], label: &str, path: &Path) -> Result<()> {
         .flat_map(|(_, p)| p.iter().map(|q| q.1))
         .fold(orig.unwrap_or(1.0), f64::max);
     let ymin = orig.unwrap_or(0.0) * 0.95;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    // drawn into memory, then written atomically
+    let mut svg = String::new();
+    let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
     root.fill(&WHITE)
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     let mut chart = ChartBuilder::on(&root)
@@ -738,5 +743,7 @@ fn plot(rs: &[Record], label: &str, path: &Path) -> Result<()> {
         .draw()
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-    Ok(())
+    drop(chart);
+    drop(root);
+    decdec_model::output::write_atomic(path, svg.as_bytes())
 }
