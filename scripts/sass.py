@@ -2,7 +2,10 @@
 """Disassemble one kernel of kernels/*.cu the way the engine compiles it (NVRTC, same options),
 without a GPU, and print the instruction mix of its loops that hold tensor-core instructions.
 
-    scripts/sass.py gemv gemv_u3_g128_f16_s2 [--arch sm_90] [--dump FILE] [-DNAME=VALUE ...]
+    scripts/sass.py gemv gemv_u3_g128_f16_s2 [--arch sm_90] [--dump FILE] [--timeline] [-DNAME=VALUE ...]
+
+--timeline compiles the kernel as `bench decode --timeline` does (every kernel body opened with
+TL_SCOPE(), -DDECDEC_TIMELINE; src/compile.rs `instrument`), to see what the stamps cost it.
 
 Needs the CUDA 13 NVRTC wheel (scripts/test.sh installs it into target/ci-venv) and cuobjdump +
 nvdisasm (`pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm`; a newer version than NVRTC is
@@ -22,14 +25,25 @@ def find(pattern):
     sys.exit(f"not found: {pattern} (see the docstring for what to install)")
 
 
-def compile_cubin(src_name, arch, defines):
+def instrument(src):
+    """compile.rs `instrument`: ` TL_SCOPE();` after the opening brace of every kernel."""
+    out, rest, key = [], src, 'extern "C" __global__'
+    while key in rest:
+        i = rest.index(key)
+        body = rest.index("{", i + len(key))
+        out.append(rest[:body + 1] + " TL_SCOPE();")
+        rest = rest[body + 1:]
+    return "".join(out) + rest
+
+
+def compile_cubin(src_name, arch, defines, timeline=False):
     # libnvrtc opens its builtins library by name: load it first so that no LD_LIBRARY_PATH is needed
     ctypes.CDLL(find("nvidia/cu13/lib/libnvrtc-builtins.so.13.*"), mode=ctypes.RTLD_GLOBAL)
     lib = ctypes.CDLL(find("nvidia/cu13/lib/libnvrtc.so.13"))
     inc = os.path.dirname(find("nvidia/cu13/include/cuda_fp16.h"))
     src = (open(os.path.join(KDIR, "common.cuh")).read() + '\n#line 1 "select.cuh"\n'
            + open(os.path.join(KDIR, "select.cuh")).read() + f'\n#line 1 "{src_name}.cu"\n'
-           + open(os.path.join(KDIR, src_name + ".cu")).read())
+           + (instrument if timeline else str)(open(os.path.join(KDIR, src_name + ".cu")).read()))
     prog = ctypes.c_void_p()
     if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{src_name}.cu".encode(), 0, None, None):
         sys.exit("nvrtcCreateProgram failed")
@@ -38,7 +52,7 @@ def compile_cubin(src_name, arch, defines):
     # the engine's default register budget unless the command line sets its own GEMV_MINB
     if not any(d.startswith("GEMV_MINB") for d in defines):
         opts.append("-DGEMV_MINB=3")
-    opts += [f"-D{d}" for d in defines]
+    opts += [f"-D{d}" for d in defines] + (["-DDECDEC_TIMELINE"] if timeline else [])
     arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
     n = ctypes.c_size_t()
@@ -59,9 +73,10 @@ def main():
     ap.add_argument("kernel")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--dump", help="write the full SASS here")
+    ap.add_argument("--timeline", action="store_true", help="with the step-timeline stamps")
     ap.add_argument("defines", nargs="*", help="NAME=VALUE, as DECDEC_DEFINES")
     a = ap.parse_args()
-    cubin = compile_cubin(a.source, a.arch, [d.removeprefix("-D") for d in a.defines])
+    cubin = compile_cubin(a.source, a.arch, [d.removeprefix("-D") for d in a.defines], a.timeline)
     bindir = os.path.dirname(find("nvidia/cu13/bin/cuobjdump"))
     nvd = os.path.dirname(find("nvidia/cu13/bin/nvdisasm"))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

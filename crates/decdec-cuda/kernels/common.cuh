@@ -153,9 +153,85 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Step timeline (`bench decode --timeline`; compiled only with -DDECDEC_TIMELINE, so the kernels
+// of a normal run have none of it). The host's source rewrite (compile::instrument) opens every
+// kernel body with TL_SCOPE(). Per block it records the SM's cycle counter at the block's start,
+// at its first PDL wait's release, at its first PDL trigger and when its last warp leaves, plus
+// one %globaltimer reading that lets the host align the SMs' counters, keyed by the launch's
+// %gridid. Cost per block: one barrier at the start, a few shared atomics, one 64-byte record.
+#ifdef DECDEC_TIMELINE
+struct TlRec {
+    u64 grid;   // %gridid of the launch
+    u64 gtime;  // %globaltimer (ns) at the block's start
+    u64 c_start, c_wait, c_trig, c_end;  // clock64; ~0: the block never waited / triggered
+    u32 smid, block;
+    u64 pad;
+};
+struct TlState {
+    TlRec* buf;
+    u32* count;
+    u32 cap;
+};
+__device__ TlState g_tl;  // set by the host (Gpu::timeline_arm)
+struct __align__(16) TlShared {
+    u64 g_start, c_start, c_wait, c_trig, c_end;
+    u32 warps;
+};
+__shared__ TlShared tl_sh;
+__device__ __forceinline__ u64 tl_clock() { return (u64)clock64(); }
+__device__ __forceinline__ void tl_first(u64* slot) {
+    if ((threadIdx.x & 31) == 0) atomicMin((unsigned long long*)slot, (unsigned long long)tl_clock());
+}
+struct TlScope {
+    __device__ TlScope() {
+        if (threadIdx.x == 0) {
+            tl_sh.c_wait = ~0ull;
+            tl_sh.c_trig = ~0ull;
+            tl_sh.c_end = 0;
+            tl_sh.warps = 0;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            u64 g;
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
+            tl_sh.g_start = g;
+            tl_sh.c_start = tl_clock();
+        }
+    }
+    // lane 0 of every warp on its way out; the last one writes the block's record
+    __device__ ~TlScope() {
+        if ((threadIdx.x & 31) != 0) return;
+        atomicMax((unsigned long long*)&tl_sh.c_end, (unsigned long long)tl_clock());
+        __threadfence_block();
+        const u32 nw = (blockDim.x + 31) >> 5;
+        if (atomicAdd(&tl_sh.warps, 1u) != nw - 1 || g_tl.count == nullptr) return;
+        __threadfence_block();
+        const volatile TlShared* v = &tl_sh;
+        TlRec r;
+        asm volatile("mov.u64 %0, %%gridid;" : "=l"(r.grid));
+        r.gtime = v->g_start;
+        r.c_start = v->c_start;
+        r.c_wait = v->c_wait;
+        r.c_trig = v->c_trig;
+        r.c_end = v->c_end;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(r.smid));
+        r.block = blockIdx.x;
+        r.pad = 0;
+        const u32 i = atomicAdd(g_tl.count, 1u);
+        if (i < g_tl.cap) g_tl.buf[i] = r;
+    }
+};
+#define TL_SCOPE() TlScope tl_scope_
+#define TL_FIRST(slot) tl_first(&tl_sh.slot)
+#else
+#define TL_SCOPE()
+#define TL_FIRST(slot)
+#endif
+
 // Programmatic dependent launch (sm_90+; no-ops before): let the next kernel of the stream start
 // its independent prologue early, and wait for the previous kernel's results before touching them.
 __device__ __forceinline__ void pdl_launch_dependents() {
+    TL_FIRST(c_trig);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
@@ -164,4 +240,5 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
+    TL_FIRST(c_wait);
 }

@@ -185,6 +185,7 @@ pub fn run_gpu_test(a: &GpuTestArgs) -> Result<()> {
     // the decode step's attention tiers end to end (a synthetic model: head_dim 64)
     for dt in [Dtype::F16, Dtype::Bf16] {
         crate::gputest::attn::engine_tier_checks(dt, &mut rep)?;
+        crate::gputest::timeline::timeline_checks(dt, &mut rep)?;
     }
     if let Some(dir) = &a.model {
         let text_path = a
@@ -274,6 +275,25 @@ pub struct BenchDecodeArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Build the kernels with the step-timeline stamps and, after each measurement, record
+    /// `--timeline-steps` steps block by block: prints where a step's time goes per kind of launch
+    /// and one layer launch by launch, and writes every launch's times here as JSON. The
+    /// tokens/s of such a run are those of the instrumented kernels.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Steps recorded per timeline.
+    #[arg(long = "timeline-steps", default_value_t = 32)]
+    pub timeline_steps: usize,
+}
+
+/// One `--timeline` recording, with the measurement it follows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimelineRow {
+    pub k_chunk: usize,
+    pub depth: usize,
+    /// tokens/s of the timed run just before, with the instrumented kernels
+    pub tokens_per_s_instrumented: f64,
+    pub timeline: crate::timeline::Timeline,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -320,9 +340,17 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         bail!("--k-chunk values must be <= 1024");
     }
     let max_depth = a.depth.iter().copied().max().unwrap_or(0);
+    if a.timeline.is_some() {
+        if a.timeline_steps == 0 {
+            bail!("--timeline-steps must be positive");
+        }
+        // before the first Gpu: the kernels are compiled (or taken from the cache) with the stamps
+        crate::compile::set_timeline(true);
+        println!("timeline build: the kernels carry the timeline stamps; the tokens/s below are the instrumented kernels'");
+    }
     let opts = CudaOptions {
         dtype: a.dtype.into(),
-        max_seq: (a.tokens.max(a.prompt) + max_depth + 40)
+        max_seq: (a.tokens.max(a.prompt).max(a.timeline_steps + 1) + max_depth + 40)
             .next_power_of_two()
             .max(256),
         n_dec: a.n_dec,
@@ -352,6 +380,7 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
         engine.weight_bytes_per_step() >> 20
     );
     let mut rows: Vec<DecodeRow> = Vec::new();
+    let mut timelines: Vec<TimelineRow> = Vec::new();
     let mut base_tps = std::collections::HashMap::new();
     for &k in &a.k_chunk {
         let on = |g: &str| {
@@ -434,8 +463,26 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
                     .unwrap_or_default(),
                 row.attention
             );
+            if a.timeline.is_some() {
+                // the same positions again, block by block
+                engine.truncate(depth);
+                let tl = engine.timeline_steps(1, a.timeline_steps)?;
+                println!("{}", tl.render());
+                timelines.push(TimelineRow {
+                    k_chunk: k,
+                    depth,
+                    tokens_per_s_instrumented: tps,
+                    timeline: tl,
+                });
+            }
             rows.push(row);
         }
+    }
+    if let Some(p) = &a.timeline {
+        decdec_model::output::write_atomic(
+            p,
+            serde_json::to_string_pretty(&timelines)?.as_bytes(),
+        )?;
     }
     if let Some(p) = &a.json {
         decdec_model::output::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;

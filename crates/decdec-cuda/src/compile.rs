@@ -6,6 +6,7 @@
 //! version.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::nvrtc::{result as nvrtc, sys as nsys};
@@ -23,11 +24,50 @@ pub const SOURCES: &[(&str, &str)] = &[
 /// Arches the CI compile test covers.
 pub const CI_ARCHES: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90"];
 
+static TIMELINE: AtomicBool = AtomicBool::new(false);
+
+/// Compile the kernels with the step-timeline stamps (`bench decode --timeline`): every kernel
+/// body opens with `TL_SCOPE()` and `-DDECDEC_TIMELINE` is set (common.cuh). Call before
+/// [`crate::gpu::Gpu::new`]; the instrumented cubins are cached under their own key.
+pub fn set_timeline(on: bool) {
+    TIMELINE.store(on, Ordering::Relaxed);
+}
+
+pub fn timeline() -> bool {
+    TIMELINE.load(Ordering::Relaxed)
+}
+
+/// `src` with ` TL_SCOPE();` after the opening brace of every `extern "C" __global__` kernel
+/// (on the same line, so the `#line` numbering and the entry macros' continuations hold).
+pub fn instrument(src: &str) -> String {
+    const KERNEL: &str = "extern \"C\" __global__";
+    let mut out = String::with_capacity(src.len() + 4096);
+    let mut rest = src;
+    while let Some(i) = rest.find(KERNEL) {
+        let body = i + KERNEL.len() + rest[i + KERNEL.len()..].find('{').unwrap_or(0);
+        out.push_str(&rest[..=body]);
+        out.push_str(" TL_SCOPE();");
+        rest = &rest[body + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn source(name: &str) -> Result<String> {
+    source_with(name, timeline())
+}
+
+/// The source NVRTC compiles, with the timeline stamps or without.
+pub fn source_with(name: &str, timeline: bool) -> Result<String> {
     let (_, src) = SOURCES
         .iter()
         .find(|(n, _)| *n == name)
         .ok_or_else(|| anyhow!("no kernel source {name}"))?;
+    let src = if timeline {
+        instrument(src)
+    } else {
+        src.to_string()
+    };
     Ok(format!(
         "{COMMON}\n#line 1 \"select.cuh\"\n{SELECT}\n#line 1 \"{name}.cu\"\n{src}"
     ))
@@ -118,7 +158,7 @@ pub fn nvrtc_available() -> bool {
     unsafe { nsys::is_culib_present() }
 }
 
-fn options(arch: &str) -> Vec<String> {
+fn options(arch: &str, timeline: bool) -> Vec<String> {
     let mut o = vec![
         format!("--gpu-architecture={arch}"),
         "-std=c++17".to_string(),
@@ -129,6 +169,9 @@ fn options(arch: &str) -> Vec<String> {
     }
     // tuning experiments: resident GEMV blocks per SM the registers are sized for (gemv.cu)
     o.push(format!("-DGEMV_MINB={}", gemv_minb()));
+    if timeline {
+        o.push("-DDECDEC_TIMELINE".to_string());
+    }
     // experiments: DECDEC_DEFINES=NAME=VALUE,NAME2 adds -D options to every kernel source
     if let Ok(v) = std::env::var("DECDEC_DEFINES") {
         for d in v.split(',').filter(|d| !d.is_empty()) {
@@ -150,16 +193,21 @@ pub fn gemv_minb() -> usize {
 
 /// Compile one source file to a cubin for `arch` (e.g. "sm_90").
 pub fn compile_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
+    compile_cubin_with(name, arch, timeline())
+}
+
+/// [`compile_cubin`] with the timeline stamps or without, whatever [`set_timeline`] says.
+pub fn compile_cubin_with(name: &str, arch: &str, timeline: bool) -> Result<Vec<u8>> {
     if !nvrtc_available() {
         bail!("libnvrtc was not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc` and add its lib dir to LD_LIBRARY_PATH)");
     }
-    let src = source(name)?;
+    let src = source_with(name, timeline)?;
     let prog = nvrtc::create_program(
         &std::ffi::CString::new(src)?,
         Some(&std::ffi::CString::new(format!("{name}.cu"))?),
     )
     .map_err(|e| anyhow!("nvrtcCreateProgram: {e:?}"))?;
-    let opts = options(arch);
+    let opts = options(arch, timeline);
     let res = unsafe { nvrtc::compile_program(prog, &opts) };
     let log = unsafe { nvrtc::get_program_log(prog) }
         .map(|l| {
@@ -230,7 +278,7 @@ pub fn cached_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
     let (ma, mi) = nvrtc_version();
     let key = fnv1a(&[
         src.as_bytes(),
-        options(arch).join(" ").as_bytes(),
+        options(arch, timeline()).join(" ").as_bytes(),
         format!("{ma}.{mi}").as_bytes(),
     ]);
     let dir = cache_dir();
@@ -252,4 +300,35 @@ pub fn cached_cubin(name: &str, arch: &str) -> Result<Vec<u8>> {
         }
     }
     Ok(cubin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instrument_opens_every_kernel_body_with_the_timeline_scope() {
+        for (name, src) in SOURCES {
+            let kernels = src.matches("extern \"C\" __global__").count();
+            let out = instrument(src);
+            assert!(kernels > 10, "{name}");
+            assert_eq!(out.matches(" TL_SCOPE();").count(), kernels, "{name}");
+            assert_eq!(
+                out.lines().count(),
+                src.lines().count(),
+                "{name}: lines moved"
+            );
+            // the rewrite only inserts, right after a kernel's opening brace
+            assert_eq!(out.replace(" TL_SCOPE();", ""), *src, "{name}");
+            for (i, _) in out.match_indices(" TL_SCOPE();") {
+                assert!(out[..i].ends_with('{'), "{name}: scope not after a brace");
+                let head = &out[out[..i].rfind("extern \"C\" __global__").unwrap()..i];
+                assert_eq!(
+                    head.matches('{').count(),
+                    1,
+                    "{name}: not the kernel's own brace"
+                );
+            }
+        }
+    }
 }

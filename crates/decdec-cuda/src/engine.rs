@@ -817,6 +817,7 @@ impl CudaEngine {
         let fb = feedback as i32;
         let tok = self.tp.ptr;
         let pos = self.tp.ptr + 4;
+        g.timeline_tag(-1, "embed");
         unsafe {
             g.launch(
                 "step_begin",
@@ -853,9 +854,12 @@ impl CudaEngine {
         } else {
             (0, 0)
         };
-        for l in &self.layers {
+        for (li, l) in self.layers.iter().enumerate() {
+            let li = li as i32;
             // RMSNorm (in the GEMV, or a launch that also selects for the qkv compensation)
+            g.timeline_tag(li, "qkv");
             self.normed_group(&l.qkv, "qkv", l.in_norm.ptr, self.qkv.ptr, d.qkv())?;
+            g.timeline_tag(li, "attention");
             if !fuse_rope {
                 unsafe {
                     g.launch(
@@ -922,6 +926,7 @@ impl CudaEngine {
                     )?;
                 }
             }
+            g.timeline_tag(li, "o");
             self.proj(
                 &l.o,
                 self.attn.ptr,
@@ -929,7 +934,9 @@ impl CudaEngine {
                 OutMode::AddF32,
                 sa_o.is_some(),
             )?;
+            g.timeline_tag(li, "gate_up");
             self.normed_group(&l.gate_up, "gu", l.post_norm.ptr, self.gu.ptr, 2 * d.inter)?;
+            g.timeline_tag(li, "down");
             let sa = self.sel_for(std::slice::from_ref(&l.down), "d");
             let sargs = producer_sel(sa);
             if !ablate_skip("silu") {
@@ -951,6 +958,7 @@ impl CudaEngine {
                 sa.is_some(),
             )?;
         }
+        g.timeline_tag(-1, "head");
         unsafe {
             let null = 0u64;
             g.launch(
@@ -1116,6 +1124,47 @@ impl CudaEngine {
         self.counters.rows_fetched += self.rows_per_step * (n as u64 - 1);
         self.counters.bytes_fetched += self.bytes_per_step * (n as u64 - 1);
         Ok(())
+    }
+
+    /// The step timeline of `n` greedy decode steps after `first` (kernels built with
+    /// `compile::set_timeline(true)`): every block's stamps, matched to the captured launches.
+    pub fn timeline_steps(&mut self, first: u32, n: usize) -> Result<crate::timeline::Timeline> {
+        if n == 0 || self.pos + 1 + n > self.opts.max_seq {
+            bail!(
+                "timeline: {n} steps after position {} do not fit the KV cache ({})",
+                self.pos,
+                self.opts.max_seq
+            );
+        }
+        self.step(first)?;
+        let slots: Vec<usize> = (0..n).map(|i| self.graph_slot(self.pos + i)).collect();
+        let mut records = 0;
+        for &slot in &slots {
+            self.ensure_graph(true, slot)?;
+            let g = self.graph_feedback[slot].as_ref().expect("graph captured");
+            records += g.launches.iter().map(|l| l.grid as usize).sum::<usize>();
+        }
+        self.gpu.timeline_arm(records)?;
+        let first_pos = self.pos;
+        for &slot in &slots {
+            let g = self.graph_feedback[slot].as_ref().expect("graph captured");
+            self.gpu.replay(g)?;
+        }
+        self.pos += n;
+        self.counters.rows_fetched += self.rows_per_step * n as u64;
+        self.counters.bytes_fetched += self.bytes_per_step * n as u64;
+        let recs = self.gpu.timeline_records()?;
+        let steps: Vec<&[crate::gpu::Launch]> = slots
+            .iter()
+            .map(|&s| {
+                self.graph_feedback[s]
+                    .as_ref()
+                    .expect("graph captured")
+                    .launches
+                    .as_slice()
+            })
+            .collect();
+        crate::timeline::Timeline::build(&recs, &steps, first_pos, self.gpu.clock_khz)
     }
 
     pub fn read_logits(&self) -> Result<Vec<f32>> {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{sys, CudaContext, CudaModule};
@@ -147,6 +147,44 @@ pub struct Gpu {
     pub cublas: Option<cudarc::cublas::sys::cublasHandle_t>,
     ev_fork: sys::CUevent,
     ev_join: sys::CUevent,
+    /// The step timeline's state when the kernels carry its stamps (`compile::set_timeline`).
+    timeline: Option<Mutex<TimelineDev>>,
+}
+
+/// One kernel launch as queued (the step timeline's key to its records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub name: String,
+    pub grid: u32,
+    /// decoder layer the launch belongs to (-1: none)
+    pub layer: i32,
+    /// what the launch does in the step (`Gpu::timeline_tag`)
+    pub role: &'static str,
+}
+
+/// One block's stamps (common.cuh `TlRec`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TlRec {
+    pub grid: u64,
+    pub gtime: u64,
+    pub c_start: u64,
+    pub c_wait: u64,
+    pub c_trig: u64,
+    pub c_end: u64,
+    pub smid: u32,
+    pub block: u32,
+    pub pad: u64,
+}
+
+/// Host side of the timeline: where each module keeps its `g_tl`, the record buffer, and the
+/// launches queued since the last capture began.
+struct TimelineDev {
+    globals: Vec<u64>,
+    buf: Option<DevBuf>,
+    cap: usize,
+    launches: Vec<Launch>,
+    tag: (i32, &'static str),
 }
 
 impl Gpu {
@@ -197,6 +235,33 @@ impl Gpu {
             }
             modules.push(module);
         }
+        let timeline = if compile::timeline() {
+            let mut globals = Vec::new();
+            for (src_name, _) in compile::SOURCES {
+                let f = compile::kernel_names(src_name)
+                    .first()
+                    .and_then(|k| funcs.get(k).copied())
+                    .ok_or_else(|| anyhow!("timeline: no kernel in '{src_name}'"))?;
+                let (mut m, mut ptr, mut bytes) = (std::ptr::null_mut(), 0u64, 0usize);
+                unsafe {
+                    ck(sys::cuFuncGetModule(&mut m, f), "cuFuncGetModule")?;
+                    ck(
+                        sys::cuModuleGetGlobal_v2(&mut ptr, &mut bytes, m, c"g_tl".as_ptr()),
+                        &format!("timeline: g_tl in '{src_name}'"),
+                    )?;
+                }
+                globals.push(ptr);
+            }
+            Some(Mutex::new(TimelineDev {
+                globals,
+                buf: None,
+                cap: 0,
+                launches: Vec::new(),
+                tag: (-1, ""),
+            }))
+        } else {
+            None
+        };
         let mut stream = std::ptr::null_mut();
         let mut stream2 = std::ptr::null_mut();
         let flags = sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32;
@@ -239,6 +304,7 @@ impl Gpu {
             cublas,
             ev_fork,
             ev_join,
+            timeline,
         })
     }
 
@@ -401,6 +467,7 @@ impl Gpu {
     ) -> Result<()> {
         let f = self.func(name)?;
         allow_dynamic_smem(f, smem)?;
+        self.timeline_log(name, grid);
         if self.pdl && pdl_kernel(name) {
             let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
             attr.id =
@@ -466,6 +533,7 @@ impl Gpu {
         args: &mut [*mut c_void],
     ) -> Result<()> {
         let f = self.func(name)?;
+        self.timeline_log(name, grid);
         ck(
             sys::cuLaunchCooperativeKernel(
                 f,
@@ -508,6 +576,9 @@ impl Gpu {
 
     /// Capture everything `f` queues on the main stream (and streams forked from it) as a graph.
     pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        if let Some(t) = &self.timeline {
+            lock(t).launches.clear();
+        }
         unsafe {
             ck(
                 sys::cuStreamBeginCapture_v2(
@@ -529,7 +600,102 @@ impl Gpu {
                 "cuGraphInstantiate",
             )?
         };
-        Ok(Graph { graph, exec })
+        let launches = self
+            .timeline
+            .as_ref()
+            .map(|t| std::mem::take(&mut lock(t).launches))
+            .unwrap_or_default();
+        Ok(Graph {
+            graph,
+            exec,
+            launches,
+        })
+    }
+
+    /// Whether the kernels carry the step timeline's stamps.
+    pub fn timeline_on(&self) -> bool {
+        self.timeline.is_some()
+    }
+
+    /// Label the launches queued from now on (timeline builds only): decoder `layer` (-1: none)
+    /// and the launch's `role` in the step.
+    pub fn timeline_tag(&self, layer: i32, role: &'static str) {
+        if let Some(t) = &self.timeline {
+            lock(t).tag = (layer, role);
+        }
+    }
+
+    fn timeline_log(&self, name: &str, grid: u32) {
+        if let Some(t) = &self.timeline {
+            let mut t = lock(t);
+            let (layer, role) = t.tag;
+            t.launches.push(Launch {
+                name: name.to_string(),
+                grid,
+                layer,
+                role,
+            });
+        }
+    }
+
+    /// Make room for `records` block records, empty the buffer and point every module's `g_tl`
+    /// at it: the blocks of the kernels launched from now on record their stamps.
+    pub fn timeline_arm(&self, records: usize) -> Result<()> {
+        let t = self
+            .timeline
+            .as_ref()
+            .ok_or_else(|| anyhow!("the kernels were built without the timeline stamps"))?;
+        let mut t = lock(t);
+        let rec = std::mem::size_of::<TlRec>();
+        // nothing in flight may still write into a buffer about to be replaced
+        self.sync()?;
+        if t.cap < records {
+            t.buf = None;
+            t.buf = Some(self.alloc(records * rec + rec)?);
+            t.cap = records;
+        }
+        let buf = t.buf.as_ref().expect("allocated above");
+        // the count word sits after the records
+        let count = buf.ptr + (t.cap * rec) as u64;
+        self.write(buf, t.cap * rec, &[0u32; 4])?;
+        Self::timeline_point(&t.globals, [buf.ptr, count, t.cap as u64])
+    }
+
+    /// Set every module's `g_tl` (buffer, count word, capacity); a null count disarms it.
+    fn timeline_point(globals: &[u64], state: [u64; 3]) -> Result<()> {
+        for &g in globals {
+            unsafe {
+                ck(
+                    sys::cuMemcpyHtoD_v2(g, state.as_ptr() as *const c_void, 20),
+                    "timeline: cuMemcpyHtoD g_tl",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The records written since [`Gpu::timeline_arm`] (synchronizes); disarms the timeline,
+    /// so that later launches record nothing.
+    pub fn timeline_records(&self) -> Result<Vec<TlRec>> {
+        let t = self
+            .timeline
+            .as_ref()
+            .ok_or_else(|| anyhow!("the kernels were built without the timeline stamps"))?;
+        let t = lock(t);
+        let buf = t
+            .buf
+            .as_ref()
+            .ok_or_else(|| anyhow!("timeline: not armed"))?;
+        let rec = std::mem::size_of::<TlRec>();
+        let n = self.read_raw::<u32>(buf.ptr + (t.cap * rec) as u64, 1)?[0] as usize;
+        Self::timeline_point(&t.globals, [0; 3])?;
+        if n > t.cap {
+            bail!(
+                "timeline: {n} block records, room for {}: arm it for more",
+                t.cap
+            );
+        }
+        self.read_raw::<TlRec>(buf.ptr, n)
     }
 
     pub fn replay(&self, g: &Graph) -> Result<()> {
@@ -616,6 +782,13 @@ impl Drop for Event {
 pub struct Graph {
     graph: sys::CUgraph,
     exec: sys::CUgraphExec,
+    /// the kernels captured, in order (timeline builds only)
+    pub launches: Vec<Launch>,
+}
+
+/// A poisoned lock only means another thread panicked while logging; the log itself is valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for Graph {

@@ -19,6 +19,7 @@ use crate::repack::{LutRef, ResidualRef, UniformRef};
 pub(crate) mod attn;
 mod prefill;
 mod select;
+pub(crate) mod timeline;
 
 /// A CPU twin `y = W x` of one linear.
 type CpuGemv = dyn Fn(&[f32], &mut [f32]);
@@ -39,7 +40,7 @@ impl Report {
     pub fn add_check(&mut self, name: String, err: f64, tol: f64) {
         self.add(name, err, tol)
     }
-    fn add(&mut self, name: String, err: f64, tol: f64) {
+    pub(crate) fn add(&mut self, name: String, err: f64, tol: f64) {
         let pass = err.is_finite() && err <= tol;
         println!(
             "{} {:<64} err {:.3e} (tol {:.0e})",

@@ -17,3 +17,4 @@ pub mod gputest;
 pub mod linear;
 pub mod parity;
 pub mod repack;
+pub mod timeline;

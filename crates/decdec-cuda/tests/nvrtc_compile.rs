@@ -38,6 +38,36 @@ fn every_kernel_compiles_for_every_arch() {
     }
 }
 
+/// The step-timeline build (`bench decode --timeline`): every kernel with its stamps, for the
+/// arch of the GPUs it is meant for (sm_90; the stamps use nothing newer than sm_80).
+#[test]
+fn every_kernel_compiles_with_the_timeline_stamps() {
+    if !compile::nvrtc_available() {
+        assert!(
+            std::env::var("DECDEC_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "DECDEC_REQUIRE_NVRTC=1 but libnvrtc could not be loaded (LD_LIBRARY_PATH?)"
+        );
+        return;
+    }
+    for (name, _) in compile::SOURCES {
+        let cubin =
+            compile::compile_cubin_with(name, "sm_90", true).unwrap_or_else(|e| panic!("{e:#}"));
+        for k in compile::kernel_names(name) {
+            assert!(
+                cubin
+                    .windows(k.len() + 1)
+                    .any(|w| &w[..k.len()] == k.as_bytes() && w[k.len()] == 0),
+                "kernel {k} missing from the instrumented {name} cubin"
+            );
+        }
+        // the host finds the timeline's state by this symbol
+        assert!(
+            cubin.windows(5).any(|w| w == b"g_tl\0"),
+            "g_tl missing from the instrumented {name} cubin"
+        );
+    }
+}
+
 #[test]
 fn kernel_names_are_found_in_sources() {
     let gemv = compile::kernel_names("gemv");
