@@ -3,14 +3,29 @@
 
 use decdec_cuda::compile;
 
+/// Whether libnvrtc is here; its absence fails the test when `DECDEC_REQUIRE_NVRTC=1` (CI).
+fn nvrtc_here() -> bool {
+    if compile::nvrtc_available() {
+        return true;
+    }
+    assert!(
+        std::env::var("DECDEC_REQUIRE_NVRTC").as_deref() != Ok("1"),
+        "DECDEC_REQUIRE_NVRTC=1 but libnvrtc could not be loaded (LD_LIBRARY_PATH?)"
+    );
+    eprintln!("libnvrtc not found: NVRTC compile test not run (set DECDEC_REQUIRE_NVRTC=1 to make this fatal)");
+    false
+}
+
+/// `cubin`'s symbol table holds `name` (as a NUL-terminated string).
+fn has_symbol(cubin: &[u8], name: &str) -> bool {
+    cubin
+        .windows(name.len() + 1)
+        .any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0)
+}
+
 #[test]
 fn every_kernel_compiles_for_every_arch() {
-    if !compile::nvrtc_available() {
-        assert!(
-            std::env::var("DECDEC_REQUIRE_NVRTC").as_deref() != Ok("1"),
-            "DECDEC_REQUIRE_NVRTC=1 but libnvrtc could not be loaded (LD_LIBRARY_PATH?)"
-        );
-        eprintln!("libnvrtc not found: NVRTC compile test not run (set DECDEC_REQUIRE_NVRTC=1 to make this fatal)");
+    if !nvrtc_here() {
         return;
     }
     // DECDEC_NVRTC_ARCHES=sm_90,... narrows the list for a quick local check (CI sets nothing)
@@ -28,9 +43,7 @@ fn every_kernel_compiles_for_every_arch() {
             // every kernel the host side looks up must be in the image's symbol table
             for k in compile::kernel_names(name) {
                 assert!(
-                    cubin
-                        .windows(k.len() + 1)
-                        .any(|w| &w[..k.len()] == k.as_bytes() && w[k.len()] == 0),
+                    has_symbol(&cubin, &k),
                     "kernel {k} missing from the {name} cubin for {arch}"
                 );
             }
@@ -42,11 +55,7 @@ fn every_kernel_compiles_for_every_arch() {
 /// arch of the GPUs it is meant for (sm_90; the stamps use nothing newer than sm_80).
 #[test]
 fn every_kernel_compiles_with_the_timeline_stamps() {
-    if !compile::nvrtc_available() {
-        assert!(
-            std::env::var("DECDEC_REQUIRE_NVRTC").as_deref() != Ok("1"),
-            "DECDEC_REQUIRE_NVRTC=1 but libnvrtc could not be loaded (LD_LIBRARY_PATH?)"
-        );
+    if !nvrtc_here() {
         return;
     }
     for (name, _) in compile::SOURCES {
@@ -54,15 +63,13 @@ fn every_kernel_compiles_with_the_timeline_stamps() {
             compile::compile_cubin_with(name, "sm_90", true).unwrap_or_else(|e| panic!("{e:#}"));
         for k in compile::kernel_names(name) {
             assert!(
-                cubin
-                    .windows(k.len() + 1)
-                    .any(|w| &w[..k.len()] == k.as_bytes() && w[k.len()] == 0),
+                has_symbol(&cubin, &k),
                 "kernel {k} missing from the instrumented {name} cubin"
             );
         }
         // the host finds the timeline's state by this symbol
         assert!(
-            cubin.windows(5).any(|w| w == b"g_tl\0"),
+            has_symbol(&cubin, "g_tl"),
             "g_tl missing from the instrumented {name} cubin"
         );
     }
