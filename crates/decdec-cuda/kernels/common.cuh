@@ -158,7 +158,8 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 // kernel body with TL_SCOPE(). Per block it records the SM's cycle counter at the block's start,
 // at its first PDL wait's release, at its first PDL trigger and when its last warp leaves, plus
 // one %globaltimer reading that lets the host align the SMs' counters, keyed by the launch's
-// %gridid. Cost per block: one barrier at the start, a few shared atomics, one 64-byte record.
+// %gridid. Cost per block: one barrier at the start, one global atomic (its result used only at
+// the exit), a few shared atomics, one 64-byte record.
 #ifdef DECDEC_TIMELINE
 struct TlRec {
     u64 grid;   // %gridid of the launch
@@ -175,7 +176,7 @@ struct TlState {
 __device__ TlState g_tl;  // set by the host (Gpu::timeline_arm)
 struct __align__(16) TlShared {
     u64 g_start, c_start, c_wait, c_trig, c_end;
-    u32 warps;
+    u32 warps, slot;
 };
 __shared__ TlShared tl_sh;
 __device__ __forceinline__ u64 tl_clock() { return (u64)clock64(); }
@@ -183,8 +184,12 @@ __device__ __forceinline__ void tl_first(u64* slot) {
     if ((threadIdx.x & 31) == 0) atomicMin((unsigned long long*)slot, (unsigned long long)tl_clock());
 }
 struct TlScope {
+    // thread 0 reserves the block's record at the start: the atomic's round trip then overlaps
+    // the kernel instead of delaying the block's exit (and so its dependents' wait release)
+    u32 slot;
     __device__ TlScope() {
         if (threadIdx.x == 0) {
+            slot = g_tl.count != nullptr ? atomicAdd(g_tl.count, 1u) : ~0u;
             tl_sh.c_wait = ~0ull;
             tl_sh.c_trig = ~0ull;
             tl_sh.c_end = 0;
@@ -202,10 +207,13 @@ struct TlScope {
     __device__ ~TlScope() {
         if ((threadIdx.x & 31) != 0) return;
         atomicMax((unsigned long long*)&tl_sh.c_end, (unsigned long long)tl_clock());
+        if (threadIdx.x == 0) tl_sh.slot = slot;
         __threadfence_block();
         const u32 nw = (blockDim.x + 31) >> 5;
-        if (atomicAdd(&tl_sh.warps, 1u) != nw - 1 || g_tl.count == nullptr) return;
+        if (atomicAdd(&tl_sh.warps, 1u) != nw - 1) return;
         __threadfence_block();
+        const u32 i = ((volatile TlShared*)&tl_sh)->slot;
+        if (i >= g_tl.cap) return;
         const volatile TlShared* v = &tl_sh;
         TlRec r;
         asm volatile("mov.u64 %0, %%gridid;" : "=l"(r.grid));
@@ -217,15 +225,14 @@ struct TlScope {
         asm volatile("mov.u32 %0, %%smid;" : "=r"(r.smid));
         r.block = blockIdx.x;
         r.pad = 0;
-        const u32 i = atomicAdd(g_tl.count, 1u);
-        if (i < g_tl.cap) g_tl.buf[i] = r;
+        g_tl.buf[i] = r;
     }
 };
 #define TL_SCOPE() TlScope tl_scope_
-#define TL_FIRST(slot) tl_first(&tl_sh.slot)
+#define TL_FIRST(field) tl_first(&tl_sh.field)
 #else
 #define TL_SCOPE()
-#define TL_FIRST(slot)
+#define TL_FIRST(field)
 #endif
 
 // Programmatic dependent launch (sm_90+; no-ops before): let the next kernel of the stream start
