@@ -26,12 +26,14 @@ def find(pattern):
 
 
 def instrument(src):
-    """compile.rs `instrument`: ` TL_SCOPE();` after the opening brace of every kernel."""
+    """compile.rs `instrument`: ` TL_SCOPE("name");` after the opening brace of every kernel."""
     out, rest, key = [], src, 'extern "C" __global__'
     while key in rest:
         i = rest.index(key)
         body = rest.index("{", i + len(key))
-        out.append(rest[:body + 1] + " TL_SCOPE();")
+        head = re.sub(r"__launch_bounds__\s*\([^)]*\)", "", rest[i + len(key):body])
+        name = head[:head.index("(")].split()[-1]
+        out.append(rest[:body + 1] + (" TL_SCOPE(#NAME);" if name == "NAME" else f' TL_SCOPE("{name}");'))
         rest = rest[body + 1:]
     return "".join(out) + rest
 

@@ -155,7 +155,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 
 // Step timeline (`bench decode --timeline`; compiled only with -DDECDEC_TIMELINE, so the kernels
 // of a normal run have none of it). The host's source rewrite (compile::instrument) opens every
-// kernel body with TL_SCOPE(). Per block it records the SM's cycle counter at the block's start,
+// kernel body with TL_SCOPE("its name"). Per block it records the SM's cycle counter at the block's start,
 // at its first PDL wait's release, at its first PDL trigger and when its last warp leaves, plus
 // one %globaltimer reading that lets the host align the SMs' counters, keyed by the launch's
 // %gridid. Cost per block: one barrier at the start, one global atomic (its result used only at
@@ -166,7 +166,8 @@ struct TlRec {
     u64 gtime;  // %globaltimer (ns) at the block's start
     u64 c_start, c_wait, c_trig, c_end;  // clock64; ~0: the block never waited / triggered
     u32 smid, block;
-    u64 pad;
+    u32 kernel;  // tl_hash of the kernel's name (compile::name_hash on the host)
+    u32 pad;
 };
 struct TlState {
     TlRec* buf;
@@ -176,18 +177,22 @@ struct TlState {
 __device__ TlState g_tl;  // set by the host (Gpu::timeline_arm)
 struct __align__(16) TlShared {
     u64 g_start, c_start, c_wait, c_trig, c_end;
-    u32 warps, slot;
+    u32 warps, slot, kernel;
 };
 __shared__ TlShared tl_sh;
 __device__ __forceinline__ u64 tl_clock() { return (u64)clock64(); }
+// FNV-1a of a kernel's name, folded at compile time (the same function as compile::name_hash)
+__device__ constexpr u32 tl_hash(const char* s, u32 h = 2166136261u) {
+    return *s ? tl_hash(s + 1, (h ^ (unsigned char)*s) * 16777619u) : h;
+}
 __device__ __forceinline__ void tl_first(u64* slot) {
     if ((threadIdx.x & 31) == 0) atomicMin((unsigned long long*)slot, (unsigned long long)tl_clock());
 }
 struct TlScope {
     // thread 0 reserves the block's record at the start: the atomic's round trip then overlaps
     // the kernel instead of delaying the block's exit (and so its dependents' wait release)
-    u32 slot;
-    __device__ TlScope() {
+    u32 slot, kernel;
+    __device__ TlScope(u32 kernel_hash) : kernel(kernel_hash) {
         if (threadIdx.x == 0) {
             slot = g_tl.count != nullptr ? atomicAdd(g_tl.count, 1u) : ~0u;
             tl_sh.c_wait = ~0ull;
@@ -207,7 +212,10 @@ struct TlScope {
     __device__ ~TlScope() {
         if ((threadIdx.x & 31) != 0) return;
         atomicMax((unsigned long long*)&tl_sh.c_end, (unsigned long long)tl_clock());
-        if (threadIdx.x == 0) tl_sh.slot = slot;
+        if (threadIdx.x == 0) {
+            tl_sh.slot = slot;
+            tl_sh.kernel = kernel;
+        }
         __threadfence_block();
         const u32 nw = (blockDim.x + 31) >> 5;
         if (atomicAdd(&tl_sh.warps, 1u) != nw - 1) return;
@@ -224,14 +232,15 @@ struct TlScope {
         r.c_end = v->c_end;
         asm volatile("mov.u32 %0, %%smid;" : "=r"(r.smid));
         r.block = blockIdx.x;
+        r.kernel = ((volatile TlShared*)&tl_sh)->kernel;
         r.pad = 0;
         g_tl.buf[i] = r;
     }
 };
-#define TL_SCOPE() TlScope tl_scope_
+#define TL_SCOPE(name) TlScope tl_scope_(tl_hash(name))
 #define TL_FIRST(field) tl_first(&tl_sh.field)
 #else
-#define TL_SCOPE()
+#define TL_SCOPE(name)
 #define TL_FIRST(field)
 #endif
 

@@ -37,16 +37,21 @@ pub fn timeline() -> bool {
     TIMELINE.load(Ordering::Relaxed)
 }
 
-/// `src` with ` TL_SCOPE();` after the opening brace of every `extern "C" __global__` kernel
-/// (on the same line, so the `#line` numbering and the entry macros' continuations hold).
+/// `src` with ` TL_SCOPE("name");` after the opening brace of every `extern "C" __global__`
+/// kernel (`TL_SCOPE(#NAME)` in the entry macros), on the same line, so that the `#line`
+/// numbering and the macros' continuations hold.
 pub fn instrument(src: &str) -> String {
-    const KERNEL: &str = "extern \"C\" __global__";
-    let mut out = String::with_capacity(src.len() + 4096);
+    let mut out = String::with_capacity(src.len() + 8192);
     let mut rest = src;
     while let Some(i) = rest.find(KERNEL) {
-        let body = i + KERNEL.len() + rest[i + KERNEL.len()..].find('{').unwrap_or(0);
+        let after = &rest[i + KERNEL.len()..];
+        let body = i + KERNEL.len() + after.find('{').unwrap_or(0);
+        let name = match kernel_ident(after) {
+            "NAME" => "#NAME".to_string(),
+            n => format!("\"{n}\""),
+        };
         out.push_str(&rest[..=body]);
-        out.push_str(" TL_SCOPE();");
+        out.push_str(&format!(" TL_SCOPE({name});"));
         rest = &rest[body + 1..];
     }
     out.push_str(rest);
@@ -99,27 +104,40 @@ pub fn kernel_names(name: &str) -> Vec<String> {
             }
         }
     }
-    // extern "C" kernels: the identifier before the first '(' after `void`
-    let flat: String = src.replace('\n', " ");
-    let mut rest = flat.as_str();
-    while let Some(i) = rest.find("extern \"C\" __global__") {
-        rest = &rest[i + 21..];
-        let mut scan = rest;
-        while let Some(p) = scan.find('(') {
-            let ident = scan[..p].split_whitespace().last().unwrap_or("");
-            if ident == "__launch_bounds__" {
-                // skip the launch bounds' own parenthesis
-                scan = &scan[p + 1..];
-                scan = scan.find(')').map(|q| &scan[q + 1..]).unwrap_or("");
-                continue;
-            }
-            if !ident.is_empty() && !ident.contains("NAME") {
-                out.push(ident.to_string());
-            }
-            break;
+    // extern "C" kernels (entry macros name theirs NAME)
+    let mut rest = src;
+    while let Some(i) = rest.find(KERNEL) {
+        rest = &rest[i + KERNEL.len()..];
+        let ident = kernel_ident(rest);
+        if !ident.is_empty() && !ident.contains("NAME") {
+            out.push(ident.to_string());
         }
     }
     out
+}
+
+const KERNEL: &str = "extern \"C\" __global__";
+
+/// The name a kernel definition declares: the identifier before the first '(' of `after` (the
+/// text after `extern "C" __global__`) that is not `__launch_bounds__`.
+fn kernel_ident(after: &str) -> &str {
+    let mut scan = after;
+    while let Some(p) = scan.find('(') {
+        let ident = scan[..p].split_whitespace().last().unwrap_or("");
+        if ident != "__launch_bounds__" {
+            return ident;
+        }
+        // skip the launch bounds' own parenthesis
+        scan = &scan[p + 1..];
+        scan = scan.find(')').map(|q| &scan[q + 1..]).unwrap_or("");
+    }
+    ""
+}
+
+/// FNV-1a of a kernel's name: the id a timeline record carries (common.cuh `tl_hash`).
+pub fn name_hash(name: &str) -> u32 {
+    name.bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
 }
 
 /// Include directories for the CUDA headers NVRTC needs (`cuda_fp16.h`, `cuda_bf16.h`).
@@ -309,26 +327,51 @@ mod tests {
     #[test]
     fn instrument_opens_every_kernel_body_with_the_timeline_scope() {
         for (name, src) in SOURCES {
-            let kernels = src.matches("extern \"C\" __global__").count();
+            let kernels = src.matches(KERNEL).count();
             let out = instrument(src);
             assert!(kernels > 10, "{name}");
-            assert_eq!(out.matches(" TL_SCOPE();").count(), kernels, "{name}");
+            assert_eq!(out.matches(" TL_SCOPE(").count(), kernels, "{name}");
             assert_eq!(
                 out.lines().count(),
                 src.lines().count(),
                 "{name}: lines moved"
             );
-            // the rewrite only inserts, right after a kernel's opening brace
-            assert_eq!(out.replace(" TL_SCOPE();", ""), *src, "{name}");
-            for (i, _) in out.match_indices(" TL_SCOPE();") {
-                assert!(out[..i].ends_with('{'), "{name}: scope not after a brace");
-                let head = &out[out[..i].rfind("extern \"C\" __global__").unwrap()..i];
+            // the rewrite only inserts, right after a kernel's opening brace, the kernel's name
+            let mut stripped = out.clone();
+            let mut named = Vec::new();
+            while let Some(i) = stripped.find(" TL_SCOPE(") {
+                assert!(
+                    stripped[..i].ends_with('{'),
+                    "{name}: scope not after a brace"
+                );
+                let head = &stripped[stripped[..i].rfind(KERNEL).unwrap()..i];
                 assert_eq!(
                     head.matches('{').count(),
                     1,
                     "{name}: not the kernel's own brace"
                 );
+                let end = i + stripped[i..].find(");").unwrap() + 2;
+                let arg = stripped[i + 10..end - 2].to_string();
+                if arg != "#NAME" {
+                    named.push(arg.trim_matches('"').to_string());
+                }
+                stripped.replace_range(i..end, "");
             }
+            assert_eq!(stripped, *src, "{name}");
+            // every plainly defined kernel is stamped with its own name
+            let names = kernel_names(name);
+            for k in &named {
+                assert!(names.contains(k), "{name}: stamped '{k}' is no kernel");
+            }
+            assert!(named.len() > 10, "{name}");
         }
+    }
+
+    #[test]
+    fn name_hash_is_fnv1a_32() {
+        // the published FNV-1a 32 test vectors; common.cuh's tl_hash is the same recursion
+        assert_eq!(name_hash(""), 0x811c9dc5);
+        assert_eq!(name_hash("a"), 0xe40c292c);
+        assert_eq!(name_hash("foobar"), 0xbf9cf968);
     }
 }

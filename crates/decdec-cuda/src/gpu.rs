@@ -174,7 +174,9 @@ pub struct TlRec {
     pub c_end: u64,
     pub smid: u32,
     pub block: u32,
-    pub pad: u64,
+    /// `compile::name_hash` of the kernel's name
+    pub kernel: u32,
+    pub pad: u32,
 }
 
 /// Host side of the timeline: where each module keeps its `g_tl`, the record buffer, and the

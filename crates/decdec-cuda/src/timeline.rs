@@ -137,7 +137,8 @@ type Span = (f64, Option<f64>, Option<f64>, f64);
 impl Timeline {
     /// Match `recs` (every block of `steps`' launches, in any order) to the launches: %gridid
     /// numbers the launches of a context in order, so the recorded grids, sorted, are the
-    /// captured launches one after another.
+    /// captured launches one after another; every block's kernel id and every grid's block count
+    /// must agree with its launch.
     pub fn build(
         recs: &[TlRec],
         steps: &[&[Launch]],
@@ -159,6 +160,15 @@ impl Timeline {
             );
         }
         for (i, ((_, blocks), l)) in grids.iter().zip(&expected).enumerate() {
+            let want = crate::compile::name_hash(&l.name);
+            if let Some(r) = blocks.iter().find(|r| r.kernel != want) {
+                bail!(
+                    "timeline: launch {i} should be {} (id {want:#010x}), a block of it recorded \
+                     kernel id {:#010x}: the grid ids do not follow the launch order",
+                    l.name,
+                    r.kernel
+                );
+            }
             if blocks.len() != l.grid as usize {
                 bail!(
                     "timeline: launch {i} ({}) recorded {} blocks, its grid has {}",
@@ -393,7 +403,7 @@ mod tests {
     /// 2 GHz from different origins, with the global timer ticking in whole microseconds.
     fn records(
         spans: &[(u64, Option<u64>, u64)],
-        grids: &[u32],
+        launches: &[Launch],
         steps: usize,
         period: u64,
     ) -> Vec<TlRec> {
@@ -401,7 +411,8 @@ mod tests {
         let mut grid_id = 1000u64;
         let cyc = |sm: u32, ns: u64| ns * 2 + if sm == 0 { 5_000_000 } else { 77_000_000 };
         for st in 0..steps as u64 {
-            for (&(s, w, e), &g) in spans.iter().zip(grids) {
+            for (&(s, w, e), l) in spans.iter().zip(launches) {
+                let g = l.grid;
                 grid_id += 3;
                 for b in 0..g {
                     let sm = b % 2;
@@ -416,6 +427,7 @@ mod tests {
                         c_end: cyc(sm, st * period + e - 10 * (g - 1 - b) as u64),
                         smid: sm,
                         block: b,
+                        kernel: crate::compile::name_hash(&l.name),
                         pad: 0,
                     });
                 }
@@ -434,7 +446,6 @@ mod tests {
             launch("gemv_u3_g128_f16_s2", 64, 0, "qkv"),
             launch("attn_rope_decode_f16", 32, 0, "attention"),
         ];
-        let grids: Vec<u32> = launches.iter().map(|l| l.grid).collect();
         // (start, wait, end) in ns from the step's start
         let spans = [
             (0, None, 2_000),
@@ -442,7 +453,7 @@ mod tests {
             (8_500, Some(9_500), 12_000),
         ];
         let steps = 40;
-        let recs = records(&spans, &grids, steps, 50_000);
+        let recs = records(&spans, &launches, steps, 50_000);
         let step_lists: Vec<&[Launch]> = (0..steps).map(|_| launches.as_slice()).collect();
         let tl = Timeline::build(&recs, &step_lists, 7, 1_980_000).unwrap();
         assert_eq!((tl.steps, tl.other_steps, tl.first_position), (steps, 0, 7));
@@ -480,18 +491,22 @@ mod tests {
     #[test]
     fn build_rejects_records_that_do_not_match_the_launches() {
         let launches = vec![launch("a", 4, -1, "embed"), launch("b", 8, 0, "qkv")];
-        let grids = [4, 8];
         let spans = [(0, None, 1_000), (500, Some(1_200), 3_000)];
-        let mut recs = records(&spans, &grids, 2, 10_000);
+        let mut recs = records(&spans, &launches, 2, 10_000);
         let lists: Vec<&[Launch]> = vec![&launches, &launches];
         // a lost block
         recs.pop();
         let e = Timeline::build(&recs, &lists, 0, 1_980_000).unwrap_err();
         assert!(format!("{e}").contains("blocks"), "{e}");
         // one launch too many captured
-        let recs = records(&spans, &grids, 2, 10_000);
+        let recs = records(&spans, &launches, 2, 10_000);
         let three: Vec<&[Launch]> = vec![&launches, &launches, &launches[..1]];
         let e = Timeline::build(&recs, &three, 0, 1_980_000).unwrap_err();
         assert!(format!("{e}").contains("captured"), "{e}");
+        // launches in another order than captured: the kernel ids tell
+        let swapped = vec![launch("b", 4, 0, "qkv"), launch("a", 8, -1, "embed")];
+        let lists: Vec<&[Launch]> = vec![&swapped, &swapped];
+        let e = Timeline::build(&recs, &lists, 0, 1_980_000).unwrap_err();
+        assert!(format!("{e}").contains("launch order"), "{e}");
     }
 }
