@@ -284,6 +284,10 @@ pub struct BenchDecodeArgs {
     /// Steps recorded per timeline.
     #[arg(long = "timeline-steps", default_value_t = 32)]
     pub timeline_steps: usize,
+    /// With `--timeline`: also draw each recording's middle layer, launch by launch, as an SVG
+    /// (one panel per k_chunk and depth).
+    #[arg(long = "timeline-svg", requires = "timeline")]
+    pub timeline_svg: Option<PathBuf>,
 }
 
 /// One `--timeline` recording, with the measurement it follows.
@@ -483,6 +487,22 @@ pub fn run_bench_decode(a: &BenchDecodeArgs) -> Result<()> {
             p,
             serde_json::to_string_pretty(&timelines)?.as_bytes(),
         )?;
+    }
+    if let Some(p) = &a.timeline_svg {
+        let panels: Vec<(String, &crate::timeline::Timeline)> = timelines
+            .iter()
+            .map(|t| {
+                (
+                    format!(
+                        "{} {}-bit, k_chunk {}, depth {}: {:.0} us per step (instrumented)",
+                        a.model, a.bits, t.k_chunk, t.depth, t.timeline.step_us
+                    ),
+                    &t.timeline,
+                )
+            })
+            .collect();
+        let svg = crate::timeline::render_svg(&panels)?;
+        decdec_model::output::write_atomic(p, svg.as_bytes())?;
     }
     if let Some(p) = &a.json {
         decdec_model::output::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;

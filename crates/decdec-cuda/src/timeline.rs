@@ -386,6 +386,101 @@ impl Timeline {
     }
 }
 
+/// One panel per timeline: the middle layer's launches as bars on a common microsecond axis
+/// (light: from the first block's start, i.e. the prologue that PDL overlaps with the previous
+/// kernel; dark: from the first wait release to the last block's end; a tick at the first
+/// trigger). `bench decode --timeline-svg`.
+pub fn render_svg(panels: &[(String, &Timeline)]) -> Result<String> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("timeline plot: {e}");
+    let layer_of = |t: &Timeline| {
+        let last = t.launches.iter().map(|l| l.layer).max().unwrap_or(-1);
+        let mid = (last + 1) / 2;
+        t.launches
+            .iter()
+            .filter(|l| l.layer == mid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let rows = panels
+        .iter()
+        .map(|(_, t)| layer_of(t).len().max(1))
+        .max()
+        .unwrap_or(1);
+    let height = panels.len().max(1) as u32 * (60 + 22 * rows as u32);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        for ((title, t), area) in panels.iter().zip(areas.iter()) {
+            let ls = layer_of(t);
+            let Some(t0) = ls.first().map(|l| l.start_us) else {
+                continue;
+            };
+            let x_end = ls.iter().map(|l| l.end_us - t0).fold(1.0, f64::max) * 1.02;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title.as_str(), ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(24)
+                .y_label_area_size(230)
+                .build_cartesian_2d(0f64..x_end, 0f64..ls.len() as f64)
+                .map_err(|e| err(&e))?;
+            let n = ls.len();
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(0)
+                .x_label_style(("sans-serif", 12))
+                .x_desc("us from the layer's first launch")
+                .draw()
+                .map_err(|e| err(&e))?;
+            let palette = ["qkv", "attention", "o", "gate_up", "down"];
+            for (i, l) in ls.iter().enumerate() {
+                let y = (n - 1 - i) as f64;
+                let c = Palette99::pick(palette.iter().position(|r| *r == l.role).unwrap_or(5));
+                let (s, e) = (l.start_us - t0, l.end_us - t0);
+                // the launch's name left of its row (rows top-down in launch order)
+                let (px, py) = chart.backend_coord(&(0.0, y + 0.5));
+                root.draw(&Text::new(
+                    format!("{} {}", l.role, l.kernel),
+                    (px - 6, py),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Right, VPos::Center)),
+                ))
+                .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(s, y + 0.2), (e, y + 0.8)],
+                        c.mix(0.3).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+                if let Some(w) = l.wait_us {
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(w - t0, y + 0.2), (e, y + 0.8)],
+                            c.filled(),
+                        )))
+                        .map_err(|e| err(&e))?;
+                }
+                if let Some(tr) = l.trigger_us {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(tr - t0, y + 0.1), (tr - t0, y + 0.9)],
+                            BLACK.stroke_width(2),
+                        )))
+                        .map_err(|e| err(&e))?;
+                }
+            }
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +576,11 @@ mod tests {
             tl.roles.iter().map(|r| r.advance_us).sum::<f64>(),
             tl.step_us
         ));
+        let svg = render_svg(&[("k_chunk 0".to_string(), &tl)]).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("gemv_u3_g128_f16_s2"));
+        // the background, one bar per launch, a second (from the wait release) for the two
+        // that wait
+        assert!(svg.matches("<rect").count() >= 6, "{svg}");
         let text = tl.render();
         assert!(
             text.contains("gemv_u3_g128_f16_s2") && text.contains("layer 0"),
